@@ -1,0 +1,245 @@
+"""Datasets and target images.
+
+Images always leave this module as float tensors in ``[0, 1]`` with shape ``(C, H, W)``;
+normalisation to a dataset's mean/std is explicit (:class:`Normalization`), never hidden in
+a loader.
+
+The data root comes from, in order: an explicit ``root`` argument (the CLI's ``--data_root``),
+the ``SOTERIA_DATA`` environment variable, or ``~/.cache/soteria/data``. Files are read in
+torchvision's on-disk layouts (``MNIST/raw/*-ubyte`` and ``cifar-10-batches-py/``). Only when
+the root holds no copy does the loader try torchvision's ``download=True``; when that fails
+too, :class:`DatasetNotFoundError` names the path and ``SOTERIA_DATA`` in one line.
+
+CIFAR-10 batches are read directly from their pickles, so subsets of the official files
+(whose checksums differ from torchvision's table) load as they are.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ENV_VAR = "SOTERIA_DATA"
+DEFAULT_ROOT = Path("~/.cache/soteria/data").expanduser()
+
+
+class DatasetNotFoundError(RuntimeError):
+    """A dataset is neither on disk nor downloadable; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel affine map between [0, 1] pixels and a model's input space: ``(x - mean) / std``."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def _shape(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        view = (-1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(view)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(view)
+        return mean, std
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._shape(x)
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._shape(x)
+        return x * std + mean
+
+    def box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower and upper bounds of valid pixels in the normalised space, shaped like ``x``'s channels."""
+        mean, std = self._shape(x)
+        return (0 - mean) / std, (1 - mean) / std
+
+    @classmethod
+    def identity(cls, channels: int) -> "Normalization":
+        return cls((0.0,) * channels, (1.0,) * channels)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    shape: tuple[int, int, int]
+    num_classes: int
+    normalization: Normalization
+    classes: tuple[str, ...]
+
+
+DATASETS = {
+    "mnist": DatasetInfo(
+        "mnist", (1, 28, 28), 10, Normalization((0.1306637,), (0.3081078,)),
+        tuple(str(d) for d in range(10)),
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", (3, 32, 32), 10,
+        Normalization((0.4914672, 0.4822617, 0.4467701), (0.2470322, 0.2434851, 0.2615879)),
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """uint8 images held in memory; items are ``(float image in [0, 1], int label)``."""
+
+    def __init__(self, info: DatasetInfo, images: torch.Tensor, labels: torch.Tensor):
+        self.info = info
+        self.images = images  # (N, C, H, W) uint8
+        self.labels = labels  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index].float() / 255.0, int(self.labels[index])
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    if root is None:
+        root = os.environ.get(ENV_VAR) or DEFAULT_ROOT
+    return Path(root).expanduser().resolve()
+
+
+def _mnist_files(root: Path, train: bool) -> tuple[Path, Path]:
+    prefix = "train" if train else "t10k"
+    raw = root / "MNIST" / "raw"
+    return raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+
+
+def _cifar_files(root: Path, train: bool) -> list[Path]:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    return [root / "cifar-10-batches-py" / n for n in names]
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    ndim = data[3]
+    dims = np.frombuffer(data, dtype=">i4", count=ndim, offset=4)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(dims))
+
+
+def _load_mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = _mnist_files(root, train)
+    x = torch.from_numpy(_read_idx(images).copy()).unsqueeze(1)
+    y = torch.from_numpy(_read_idx(labels).astype(np.int64))
+    return x, y
+
+
+def _load_cifar10(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for path in _cifar_files(root, train):
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+_FILES = {"mnist": _mnist_files, "cifar10": _cifar_files}
+_READERS = {"mnist": _load_mnist, "cifar10": _load_cifar10}
+
+
+def _present(name: str, root: Path, train: bool) -> bool:
+    files = _FILES[name](root, train)
+    return all(Path(f).is_file() for f in files)
+
+
+def _download(name: str, root: Path) -> None:
+    """Fetch the official files with torchvision; remove folders it created if that fails."""
+    import torchvision
+
+    created = [p for p in (root, root / "MNIST", root / "MNIST" / "raw") if not p.exists()]
+    cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as exc:  # torchvision raises several types for network failures
+        for path in reversed(created):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetNotFoundError(
+            f"{name} not found under {root} and download failed ({reason}); "
+            f"set {ENV_VAR} or --data_root to a folder holding it in torchvision's layout"
+        ) from None
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool = True,
+                 download: bool = True) -> ImageDataset:
+    """Load MNIST or CIFAR-10 (``train`` or test split) from the data root."""
+    info = dataset_info(name)
+    path = resolve_root(root)
+    if not _present(name, path, train):
+        if not download:
+            raise DatasetNotFoundError(
+                f"{name} not found under {path}; set {ENV_VAR} or --data_root to a folder "
+                "holding it in torchvision's layout"
+            )
+        _download(name, path)
+    images, labels = _READERS[name](path, train)
+    return ImageDataset(info, images, labels)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One private example: ``image`` in [0, 1], shape (C, H, W), and its class label."""
+
+    image: torch.Tensor
+    label: int
+    description: str
+
+
+EMBEDDED_LABEL = 3  # the photograph is a cat: CIFAR-10 class 3 ("cat"); for MNIST simply digit 3
+
+
+def embedded_image(name: str) -> Target:
+    """A real photograph (scikit-image's ``chelsea``, a cat) resized to the dataset's shape.
+
+    It lets ``--target_id=-1`` run with no dataset on disk, as the original repository's demo did.
+    """
+    from PIL import Image
+    import skimage.data
+
+    info = dataset_info(name)
+    channels, height, width = info.shape
+    photo = Image.fromarray(skimage.data.chelsea())
+    side = min(photo.size)
+    left, top = (photo.size[0] - side) // 2, (photo.size[1] - side) // 2
+    photo = photo.crop((left, top, left + side, top + side)).resize((width, height), Image.BICUBIC)
+    if channels == 1:
+        photo = photo.convert("L")
+    array = np.asarray(photo, dtype=np.float32).reshape(height, width, channels) / 255.0
+    image = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return Target(image, EMBEDDED_LABEL, "embedded photograph (scikit-image 'chelsea', a cat)")
+
+
+def load_target(name: str, target_id: int, root: str | os.PathLike | None = None,
+                train: bool = True, download: bool = True) -> Target:
+    """The image the client holds: ``target_id = -1`` is the embedded photograph, else an index."""
+    if target_id == -1:
+        return embedded_image(name)
+    if target_id < -1:
+        raise ValueError(f"target_id must be -1 (embedded image) or a non-negative index, got {target_id}")
+    dataset = load_dataset(name, root, train=train, download=download)
+    if target_id >= len(dataset):
+        split = "train" if train else "test"
+        raise ValueError(f"target_id {target_id} out of range: {name} {split} split has {len(dataset)} images")
+    image, label = dataset[target_id]
+    split = "train" if train else "test"
+    return Target(image, label, f"{name} {split} #{target_id} ({info_class(name, label)})")
+
+
+def info_class(name: str, label: int) -> str:
+    return dataset_info(name).classes[label]

@@ -1,0 +1,70 @@
+"""Reconstruction quality, with one declared convention.
+
+Every metric compares images in **[0, 1] pixel space**: the attacker's output is mapped back
+with the declared :class:`~soteria_lib.data.Normalization` and *not clamped*, so a diverged
+attack shows up as MSE > 1 rather than being hidden by clipping. Pairing is fixed: sample b of
+the reconstruction is compared with sample b of the ground truth (never a best match).
+
+* ``mse``      = mean_j (x_hat_j - x_j)^2 over all pixels and channels (the DLG figures' scale)
+* ``mse_normalized`` = the same in the dataset's mean/std space (the GS figures' scale)
+* ``psnr``     = 10 log10(1 / mse) in dB (peak 1)
+* ``ssim``     = scikit-image's structural similarity with ``data_range = 1``, averaged over the batch
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+
+from .data import Normalization
+
+
+def _check(reconstruction: torch.Tensor, truth: torch.Tensor) -> None:
+    if reconstruction.shape != truth.shape:
+        raise ValueError(f"shape mismatch: reconstruction {tuple(reconstruction.shape)} vs truth {tuple(truth.shape)}")
+
+
+def mse(reconstruction: torch.Tensor, truth: torch.Tensor) -> float:
+    _check(reconstruction, truth)
+    return float(((reconstruction.detach().double() - truth.detach().double()) ** 2).mean())
+
+
+def psnr(reconstruction: torch.Tensor, truth: torch.Tensor) -> float:
+    error = mse(reconstruction, truth)
+    return math.inf if error == 0 else 10.0 * math.log10(1.0 / error)
+
+
+def ssim(reconstruction: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean SSIM over a batch of (B, C, H, W) or one (C, H, W) image, data range 1."""
+    _check(reconstruction, truth)
+    rec = reconstruction.detach().cpu().double().reshape(-1, *truth.shape[-3:]).numpy()
+    ref = truth.detach().cpu().double().reshape(-1, *truth.shape[-3:]).numpy()
+    values = [
+        structural_similarity(np.moveaxis(a, 0, -1), np.moveaxis(b, 0, -1), data_range=1.0, channel_axis=-1)
+        for a, b in zip(rec, ref)
+    ]
+    return float(np.mean(values))
+
+
+def label_accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
+    """Fraction of reconstructed labels equal to the true ones (order-sensitive)."""
+    predicted, truth = torch.as_tensor(predicted).flatten(), torch.as_tensor(truth).flatten()
+    if predicted.shape != truth.shape:
+        raise ValueError(f"{predicted.numel()} predicted labels for {truth.numel()} true labels")
+    return float((predicted.cpu() == truth.cpu()).double().mean())
+
+
+def image_metrics(reconstruction: torch.Tensor, truth: torch.Tensor, normalization: Normalization) -> dict:
+    """All image metrics for model-space tensors ``reconstruction`` and ``truth`` (B, C, H, W)."""
+    rec_pixels = normalization.denormalize(reconstruction.detach().cpu())
+    true_pixels = normalization.denormalize(truth.detach().cpu())
+    finite = bool(torch.isfinite(rec_pixels).all())
+    return {
+        "mse": mse(rec_pixels, true_pixels) if finite else math.inf,
+        "mse_normalized": mse(reconstruction.cpu(), truth.cpu()) if finite else math.inf,
+        "psnr": psnr(rec_pixels, true_pixels) if finite else -math.inf,
+        "ssim": ssim(rec_pixels, true_pixels) if finite else math.nan,
+        "finite": finite,
+    }

@@ -1,0 +1,87 @@
+"""The threat model in types: what the client keeps, what it shares, what the attacker gets.
+
+* :class:`PrivateBatch` stays on the client. Only :func:`share_update` and the metrics read it.
+* :class:`SharedUpdate` is what leaves the client: the (possibly defended) gradient of the
+  training loss with respect to every parameter, plus declared :class:`UpdateMetadata`.
+* Attacks take ``(model, update)`` and nothing else; their signatures have no place for the
+  private batch, and :class:`SharedUpdate` holds no reference to it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .data import Normalization
+
+Gradients = tuple[torch.Tensor, ...]
+Defense = Callable[[nn.Module, torch.Tensor, torch.Tensor, Gradients], Gradients]
+
+
+@dataclass(frozen=True)
+class PrivateBatch:
+    """The client's data: ``inputs`` in the model's input space and integer ``labels``."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class UpdateMetadata:
+    """What the server is told (or may assume) besides the gradients."""
+
+    batch_size: int
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    normalization: Normalization
+    defense: str = "none"
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SharedUpdate:
+    """The message a client sends: one gradient tensor per model parameter, detached."""
+
+    gradients: Gradients
+    metadata: UpdateMetadata
+
+
+def loss_gradients(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                   create_graph: bool = False) -> Gradients:
+    """Gradient of the mean cross-entropy training loss with respect to every parameter."""
+    loss = F.cross_entropy(model(inputs), labels)
+    return tuple(torch.autograd.grad(loss, list(model.parameters()), create_graph=create_graph))
+
+
+def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normalization,
+                 defense: Defense | None = None, defense_name: str = "none") -> SharedUpdate:
+    """The client's side of one FL step: compute the gradient, apply the defense, detach."""
+    gradients = loss_gradients(model, batch.inputs, batch.labels)
+    if defense is not None:
+        gradients = defense(model, batch.inputs, batch.labels, gradients)
+    metadata = UpdateMetadata(
+        batch_size=batch.inputs.shape[0],
+        input_shape=tuple(batch.inputs.shape[1:]),
+        num_classes=_num_classes(model),
+        normalization=normalization,
+        defense=defense_name,
+    )
+    return SharedUpdate(tuple(g.detach().clone() for g in gradients), metadata)
+
+
+def _num_classes(model: nn.Module) -> int:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the model has no nn.Linear classifier")
+    return linears[-1].out_features
+
+
+def named_gradients(model: nn.Module, gradients: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Pair each gradient with its parameter's name (same order as ``model.parameters()``)."""
+    names = [name for name, _ in model.named_parameters()]
+    if len(names) != len(gradients):
+        raise ValueError(f"{len(gradients)} gradients for a model with {len(names)} parameters")
+    return dict(zip(names, gradients))

@@ -1,0 +1,58 @@
+import inspect
+
+import pytest
+import torch
+
+from soteria_lib.attacks import ATTACKS, get_attack
+from soteria_lib.attacks.base import infer_label
+from soteria_lib.data import Normalization
+from soteria_lib.leakage import recover_representation, true_representation
+from soteria_lib.models import get_model
+from soteria_lib.threat import PrivateBatch, SharedUpdate, share_update
+
+
+def _update(shape=(3, 32, 32), label=7, seed=0, defense=None):
+    torch.manual_seed(seed)
+    model = get_model("lenet", shape)
+    batch = PrivateBatch(torch.rand(1, *shape), torch.tensor([label]))
+    return model, batch, share_update(model, batch, Normalization.identity(shape[0]), defense)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attacks_take_only_the_model_and_the_shared_update(name):
+    parameters = inspect.signature(get_attack(name)).parameters
+    positional = [p for p in parameters.values() if p.default is inspect.Parameter.empty]
+    assert [p.name for p in positional] == ["model", "update"]
+    assert not {"inputs", "labels", "batch", "images", "target", "truth"} & set(parameters)
+
+
+def test_shared_update_holds_gradients_and_metadata_only():
+    model, batch, update = _update()
+    assert isinstance(update, SharedUpdate)
+    assert set(vars(update)) == {"gradients", "metadata"}
+    assert len(update.gradients) == len(list(model.parameters()))
+    assert all(not g.requires_grad for g in update.gradients)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])
+def test_fully_connected_layer_leaks_its_input_exactly(shape):
+    model, batch, update = _update(shape)
+    recovered = recover_representation(model, update)
+    truth = true_representation(model, batch.inputs)[0]
+    assert recovered.shape == truth.shape == (12 * (8 if shape[1] == 32 else 7) ** 2,)
+    torch.testing.assert_close(recovered, truth, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("label", [0, 3, 9])
+def test_idlg_reads_the_label_from_the_gradient(label):
+    model, _, update = _update(label=label)
+    assert int(infer_label(model, update)) == label
+
+
+def test_label_inference_needs_a_batch_of_one():
+    torch.manual_seed(0)
+    model = get_model("lenet", (3, 32, 32))
+    batch = PrivateBatch(torch.rand(2, 3, 32, 32), torch.tensor([1, 2]))
+    update = share_update(model, batch, Normalization.identity(3))
+    with pytest.raises(ValueError, match="batch of one"):
+        infer_label(model, update)
