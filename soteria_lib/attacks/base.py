@@ -56,6 +56,13 @@ class BestSoFar:
             self.labels = labels.detach().clone()
 
 
+def visible_masks(update: SharedUpdate) -> tuple[torch.Tensor, ...]:
+    """The adaptive attacker's view of a pruning defense: which entries of each shared tensor are
+    non-zero. Soteria's pruned columns and magnitude pruning's zeros are exact zeros, visible to
+    the server; multiplying the dummy gradient by these masks matches only what was really shared."""
+    return tuple(g != 0 for g in update.gradients)
+
+
 def last_linear_weight_index(model: nn.Module) -> int:
     """Position of the last ``nn.Linear``'s weight in ``model.parameters()``."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..threat import SharedUpdate
-from .base import BestSoFar, Reconstruction, infer_label, register_attack
+from .base import BestSoFar, Reconstruction, infer_label, register_attack, visible_masks
 
 SCALES = {"teaching": 100, "paper": 300}
 
@@ -34,10 +34,12 @@ def gradient_distance(dummy: tuple[torch.Tensor, ...], shared: tuple[torch.Tenso
 @register_attack("dlg", scales=SCALES)
 def dlg(model: nn.Module, update: SharedUpdate, max_iterations: int = SCALES["teaching"],
         lr: float = 1.0, infer_labels: bool = False, seed: int = 0, progress: bool = True,
-        frame_every: int = 0) -> Reconstruction:
+        frame_every: int = 0, adaptive: bool = False) -> Reconstruction:
     """Run DLG for ``max_iterations`` outer L-BFGS steps; Ctrl-C returns the best result so far.
 
-    ``frame_every > 0`` records the current dummy image every that many steps.
+    ``frame_every > 0`` records the current dummy image every that many steps. ``adaptive``
+    makes the attacker mask-aware: entries that are exactly zero in the shared update are left
+    out of the matching loss (see :func:`~soteria_lib.attacks.base.visible_masks`).
     """
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
@@ -45,6 +47,7 @@ def dlg(model: nn.Module, update: SharedUpdate, max_iterations: int = SCALES["te
     device = update.gradients[0].device
     params = list(model.parameters())
     shared = tuple(g.to(device) for g in update.gradients)
+    masks = tuple(m.to(device) for m in visible_masks(update)) if adaptive else None
     generator = torch.Generator(device="cpu").manual_seed(seed)
     shape = (meta.batch_size, *meta.input_shape)
     dummy_x = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
@@ -63,6 +66,8 @@ def dlg(model: nn.Module, update: SharedUpdate, max_iterations: int = SCALES["te
         optimizer.zero_grad()
         loss = soft_cross_entropy(model(dummy_x), targets())
         dummy_grads = torch.autograd.grad(loss, params, create_graph=True)
+        if masks is not None:
+            dummy_grads = tuple(d * m for d, m in zip(dummy_grads, masks))
         distance = gradient_distance(dummy_grads, shared)
         distance.backward()
         return distance.detach()
