@@ -57,3 +57,21 @@ def compare_representations(recovered: torch.Tensor, true: torch.Tensor, title: 
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_accuracy(histories: dict[str, list[dict]], path=None, title: str = "FedAvg test accuracy"):
+    """Test accuracy over rounds, one line per run; saved as PNG when ``path`` is given."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for label, history in histories.items():
+        ax.plot([h["round"] for h in history], [100 * h["accuracy"] for h in history], marker="o",
+                markersize=3, label=label)
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100, format="png")
+        plt.close(fig)
+    return fig

@@ -57,8 +57,13 @@ def loss_gradients(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
 
 
 def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normalization,
-                 defense: Defense | None = None, defense_name: str = "none") -> SharedUpdate:
-    """The client's side of one FL step: compute the gradient, apply the defense, detach."""
+                 defense: Defense | None = None, defense_name: str = "none",
+                 disclose_labels: bool = False) -> SharedUpdate:
+    """The client's side of one FL step: compute the gradient, apply the defense, detach.
+
+    ``disclose_labels`` models a server that knows the labels (GS's threat model, as published):
+    they are declared in ``metadata.extra["labels"]``; the images never are.
+    """
     gradients = loss_gradients(model, batch.inputs, batch.labels)
     if defense is not None:
         gradients = defense(model, batch.inputs, batch.labels, gradients)
@@ -68,6 +73,7 @@ def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normaliza
         num_classes=_num_classes(model),
         normalization=normalization,
         defense=defense_name,
+        extra={"labels": batch.labels.detach().clone()} if disclose_labels else {},
     )
     return SharedUpdate(tuple(g.detach().clone() for g in gradients), metadata)
 

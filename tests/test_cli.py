@@ -42,6 +42,12 @@ def test_main_example_runs_without_any_dataset(tmp_path):
     (["--target_id=-7"], "target_id"),
     (["--target_id=3", "--data_root=/nonexistent/soteria"], "SOTERIA_DATA"),
     (["--pruning_rate=abc"], "invalid float"),
+    (["--restarts=0"], "restarts"),
+    (["--tv=-1"], "tv"),
+    (["--cost_fn=cos"], "invalid choice"),
+    (["--optimizer=rmsprop"], "invalid choice"),
+    (["--model=resnet"], "invalid choice"),
+    (["--attack=dlg", "--restarts=2"], "has no option 'restarts'"),
 ])
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, args, needle):
     out = tmp_path / "out"
@@ -56,3 +62,54 @@ def test_data_path_is_an_alias_and_both_flag_styles_parse():
     from soteria_lib.reconstruct import build_parser
     a = build_parser().parse_args(["--data_path=/x", "--pruning_rate", "60", "--defense=ours"])
     assert a.data_root == "/x" and a.pruning_rate == 60.0 and a.defense == "ours"
+
+
+@pytest.mark.parametrize("defense", ["ours", "prune"])
+def test_the_original_readme_commands_run_gs_end_to_end(tmp_path, defense):
+    """The seed repository's usage, shortened: GS on an untrained ConvNet, CIFAR-10, 60 % pruning."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    out, images = tmp_path / "run", tmp_path / "images"
+    proc = _cli("--target_id=-1", f"--defense={defense}", "--pruning_rate=60", "--save_image",
+                "--max_iterations=3", f"--image_path={images}", f"--output={out}",
+                cwd=tmp_path, env_extra={"SOTERIA_DATA": str(empty)})
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["attack"] == "gs" and metrics["model"] == "convnet" and metrics["dataset"] == "cifar10"
+    assert metrics["defense"] == defense and metrics["iterations"] == 3 and metrics["restarts"] == 1
+    for key in ("mse", "mse_normalized", "psnr", "matching_loss", "restart_matching_losses", "best_restart"):
+        assert key in metrics, key
+    assert metrics["matching_loss"] == metrics["restart_matching_losses"][0]
+    assert (images / "reconstruction.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_dryrun_runs_one_iteration_with_the_gs_flags(tmp_path):
+    out = tmp_path / "run"
+    proc = _cli("--dryrun", "--restarts=2", "--tv=0", "--cost_fn=l2", "--optimizer=sgd", f"--output={out}",
+                cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["iterations"] == 1 and metrics["restarts"] == 2
+    assert metrics["attack_options"] == {"restarts": 2, "tv": 0.0, "cost_fn": "l2", "optimizer": "sgd"}
+
+
+def test_ctrl_c_still_writes_metrics_and_image(tmp_path, monkeypatch):
+    from soteria_lib.models import ConvNet
+    from soteria_lib.reconstruct import main
+
+    calls = {"n": 0}
+    original = ConvNet.forward
+
+    def forward(self, x):
+        calls["n"] += 1
+        if calls["n"] == 6:  # the client's forward, then a few attack steps
+            raise KeyboardInterrupt
+        return original(self, x)
+
+    monkeypatch.setattr(ConvNet, "forward", forward)
+    out = tmp_path / "run"
+    assert main(["--max_iterations=50", "--save_image", "--no_progress", f"--output={out}"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] and 0 < metrics["iterations"] < 50
+    assert (out / "reconstruction.png").is_file()

@@ -39,6 +39,7 @@ class Reconstruction:
     losses: list[float] = field(default_factory=list)
     frames: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     interrupted: bool = False
+    details: dict = field(default_factory=dict)  # attack-specific figures, stored with the metrics
 
 
 class BestSoFar:

@@ -2,10 +2,13 @@
 
 ``get_defense(name, **params)`` returns a callable
 ``defense(model, inputs, labels, gradients) -> gradients`` that returns new tensors and
-leaves its arguments untouched. Names: ``none``, ``soteria`` (alias ``ours``), ``prune``.
+leaves its arguments untouched. Names: ``none``, ``soteria`` (alias ``ours``), ``prune``,
+``dp-gaussian`` and ``dp-laplace``.
 """
 from .registry import DEFENSES, get_defense, register_defense
-from . import basic, soteria  # noqa: F401  (registration)
-from .soteria import Soteria, select_linear, soteria_scores
+from . import basic, noise, soteria  # noqa: F401  (registration)
+from .noise import NOISE_PARAMETERS
+from .soteria import Soteria, keep_mask, mask_statistics, select_linear, soteria_scores
 
-__all__ = ["DEFENSES", "get_defense", "register_defense", "Soteria", "select_linear", "soteria_scores"]
+__all__ = ["DEFENSES", "NOISE_PARAMETERS", "get_defense", "register_defense", "Soteria", "keep_mask",
+           "mask_statistics", "select_linear", "soteria_scores"]

@@ -1,0 +1,87 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from soteria_lib.fl import FedAvgConfig, run_fedavg, split_dirichlet, split_iid
+from soteria_lib.models import get_model
+from soteria_lib.threat import loss_gradients
+
+
+def _data(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return get_model("lenet", (1, 28, 28), init="default")
+
+
+def test_one_client_one_full_batch_step_per_round_is_centralised_gradient_descent():
+    x, y = _data()
+    config = FedAvgConfig(clients=1, fraction=1.0, rounds=3, local_epochs=1, batch_size=len(y), lr=0.5)
+    federated = _model()
+    central = copy.deepcopy(federated)
+    run_fedavg(federated, (x, y), (x, y), config, progress=False)
+    for _ in range(3):
+        grads = loss_gradients(central, x, y)
+        with torch.no_grad():
+            for p, g in zip(central.parameters(), grads):
+                p.sub_(0.5 * g)
+    for a, b in zip(federated.parameters(), central.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 1.0, 100.0])
+def test_dirichlet_split_is_an_exact_partition(alpha):
+    labels = torch.randint(0, 10, (1000,), generator=torch.Generator().manual_seed(1))
+    parts = split_dirichlet(labels, 7, alpha, seed=3)
+    joined = torch.cat(parts)
+    assert len(parts) == 7 and torch.equal(joined.sort().values, torch.arange(1000))
+    assert all(torch.equal(a, b) for a, b in zip(parts, split_dirichlet(labels, 7, alpha, seed=3)))  # seeded
+
+
+def test_small_alpha_skews_the_labels():
+    labels = torch.arange(2000) % 10
+    skewed = split_dirichlet(labels, 5, 0.05, seed=0)
+    even = split_dirichlet(labels, 5, 1000.0, seed=0)
+    classes = lambda parts: sum(len(set(labels[p].tolist())) for p in parts if len(p))  # noqa: E731
+    assert classes(skewed) < classes(even) == 50
+
+
+def test_iid_split_is_an_exact_balanced_partition():
+    parts = split_iid(103, 10, seed=0)
+    assert torch.equal(torch.cat(parts).sort().values, torch.arange(103))
+    assert {len(p) for p in parts} == {10, 11}
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+    x, y = _data(60)
+    config = FedAvgConfig(clients=3, fraction=0.67, rounds=3, batch_size=10, lr=0.3, seed=4)
+    straight = _model()
+    expected = run_fedavg(straight, (x, y), (x, y), config, progress=False)
+
+    def stop_after_first(record):
+        if record["round"] == 1:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run_fedavg(_model(), (x, y), (x, y), config, checkpoint=checkpoint, progress=False,
+                   on_round=stop_after_first)
+    resumed_model = _model()
+    resumed = run_fedavg(resumed_model, (x, y), (x, y), config, checkpoint=checkpoint, progress=False)
+    assert [h["accuracy"] for h in resumed] == [h["accuracy"] for h in expected]
+    for a, b in zip(resumed_model.parameters(), straight.parameters()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="another configuration"):
+        run_fedavg(_model(), (x, y), (x, y), FedAvgConfig(rounds=5), checkpoint=checkpoint, progress=False)
+
+
+@pytest.mark.parametrize("field, value", [("clients", 0), ("fraction", 0.0), ("fraction", 1.5),
+                                          ("batch_size", 0), ("lr", -0.1), ("alpha", 0.0)])
+def test_bad_configuration_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        FedAvgConfig(**{field: value})
