@@ -22,7 +22,8 @@ from .defenses import DEFENSES
 from .defenses.registry import ALIASES, check_rate
 from .fl import FedAvgConfig, run_fedavg
 from .models import MODELS, get_model
-from .reconstruct import _Parser, _json_safe, _write_atomic
+from .files import write_atomic
+from .reconstruct import _Parser, _json_safe
 
 PROG = "soteria-fedavg"
 # Training and test examples per scale (None = the whole split).
@@ -105,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         "final_accuracy": history[-1]["accuracy"], "seconds": round(time.perf_counter() - start, 2),
         "history": history,
     }
-    _write_atomic(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(_json_safe(summary), indent=2)))
-    _write_atomic(out / "accuracy.png", lambda tmp: plot_accuracy({args.defense: history}, tmp))
+    write_atomic(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(_json_safe(summary), indent=2)))
+    write_atomic(out / "accuracy.png", lambda tmp: plot_accuracy({args.defense: history}, tmp))
     print(f"final accuracy {summary['final_accuracy']:.4f} after {config.rounds} rounds "
           f"({summary['seconds']:.1f}s on {device}) -> {out / 'metrics.json'}")
     return 0

@@ -17,8 +17,6 @@ round number, so a run resumed from its checkpoint continues exactly as it would
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .files import write_atomic
 from .threat import Defense, loss_gradients
 
 
@@ -126,18 +125,6 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch
     return {"accuracy": correct / len(labels), "loss": loss / len(labels)}
 
 
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                config: FedAvgConfig, defense: Defense | None = None, checkpoint: str | Path | None = None,
                progress: bool = True, on_round: Callable[[dict], None] | None = None,
@@ -186,7 +173,8 @@ def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test:
         if on_round:
             on_round(record)
         if checkpoint:
-            _save_atomic({"config": asdict(config), "run_tag": run_tag, "model": model.state_dict(),
-                          "history": history}, checkpoint)
+            state = {"config": asdict(config), "run_tag": run_tag, "model": model.state_dict(), "history": history}
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(checkpoint, lambda tmp: torch.save(state, tmp))
     bar.close()
     return history

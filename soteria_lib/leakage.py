@@ -17,11 +17,7 @@ import torch
 from torch import nn
 
 from .defenses.soteria import representation_fn, select_linear
-from .threat import SharedUpdate
-
-
-def _parameter_index(model: nn.Module, parameter: torch.Tensor) -> int:
-    return [p is parameter for p in model.parameters()].index(True)
+from .threat import SharedUpdate, parameter_index
 
 
 def recover_representation(model: nn.Module, update: SharedUpdate, layer: str | None = None) -> torch.Tensor:
@@ -31,8 +27,8 @@ def recover_representation(model: nn.Module, update: SharedUpdate, layer: str | 
     _, linear = select_linear(model, layer)
     if linear.bias is None:
         raise ValueError("the layer has no bias, so equation (2) has no denominator")
-    weight_grad = update.gradients[_parameter_index(model, linear.weight)]
-    bias_grad = update.gradients[_parameter_index(model, linear.bias)]
+    weight_grad = update.gradients[parameter_index(model, linear.weight)]
+    bias_grad = update.gradients[parameter_index(model, linear.bias)]
     k = int(bias_grad.abs().argmax())
     return weight_grad[k] / bias_grad[k]
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .attacks import ATTACKS
@@ -23,6 +21,7 @@ from .attacks.gs import COSTS, OPTIMIZERS
 from .data import DATASETS, DatasetNotFoundError
 from .defenses import DEFENSES
 from .defenses.registry import ALIASES
+from .files import write_atomic
 from .models import MODELS
 
 PROG = "soteria-reconstruct"
@@ -98,17 +97,6 @@ def _json_safe(value):
     return value
 
 
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .experiment import Setup, run_reconstruction, validate
@@ -134,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         truth = normalization.normalize(result.target.image)
         images = Path(args.image_path) if args.image_path else out
         images.mkdir(parents=True, exist_ok=True)
-        _write_atomic(images / "reconstruction.png", lambda tmp: save_comparison(
+        write_atomic(images / "reconstruction.png", lambda tmp: save_comparison(
             tmp, truth, result.reconstruction.inputs[0], normalization,
             ("ground truth", f"{args.attack}, {args.defense} {args.pruning_rate:g}%")))
     text = json.dumps(_json_safe(result.metrics), indent=2)
-    _write_atomic(out / "metrics.json", lambda tmp: Path(tmp).write_text(text + "\n"))
+    write_atomic(out / "metrics.json", lambda tmp: Path(tmp).write_text(text + "\n"))
     m = result.metrics
     print(f"mse={m['mse']:.4g} psnr={m['psnr']:.2f}dB ssim={m['ssim']:.3f} label_correct={m['label_correct']} "
           f"({m['iterations']} iterations{', interrupted' if m['interrupted'] else ''}, {m['seconds']:.1f}s on "

@@ -85,6 +85,11 @@ def _num_classes(model: nn.Module) -> int:
     return linears[-1].out_features
 
 
+def parameter_index(model: nn.Module, parameter: torch.Tensor) -> int:
+    """Position of ``parameter`` in ``model.parameters()``, hence of its gradient in an update."""
+    return [p is parameter for p in model.parameters()].index(True)
+
+
 def named_gradients(model: nn.Module, gradients: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Pair each gradient with its parameter's name (same order as ``model.parameters()``)."""
     names = [name for name, _ in model.named_parameters()]

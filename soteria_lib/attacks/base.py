@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..threat import SharedUpdate
+from ..threat import SharedUpdate, parameter_index
 
 ATTACKS: dict[str, Callable[..., "Reconstruction"]] = {}
 
@@ -69,7 +69,7 @@ def last_linear_weight_index(model: nn.Module) -> int:
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError("the model has no nn.Linear layer")
-    return [p is linears[-1].weight for p in model.parameters()].index(True)
+    return parameter_index(model, linears[-1].weight)
 
 
 def infer_label(model: nn.Module, update: SharedUpdate) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.func import vjp, vmap
 
+from ..threat import parameter_index
 from .registry import check_rate, percentile, register_defense
 
 # Batched VJPs hold one input-sized gradient, plus every activation, per feature of a chunk.
@@ -247,7 +248,7 @@ class Soteria:
 
     def __call__(self, model, inputs, labels, gradients):
         _, linear = select_linear(model, self.layer)
-        index = [p is linear.weight for p in model.parameters()].index(True)
+        index = parameter_index(model, linear.weight)
         out = [g.clone() for g in gradients]
         if self.pruning_rate > 0:  # at 0, tau = min S and every feature is kept
             keep = self.mask(model, inputs)
