@@ -23,6 +23,7 @@ L is computed two ways:
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -151,7 +152,10 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, layer: str | None = None,
         forward = lambda v: jvp(f, (x,), (v.to(x.dtype),))[1].double()  # noqa: E731
         adjoint = lambda u: pullback(u.to(x.dtype))[0].double()  # noqa: E731
         generator = torch.Generator().manual_seed(seed)
-        return _power_iteration(forward, adjoint, x.shape, iterations, generator)
+        with warnings.catch_warnings():
+            # torch.func.jvp's first call scripts a helper with the deprecated torch.jit.script
+            warnings.filterwarnings("ignore", message=".*torch.jit.script", category=FutureWarning)
+            return _power_iteration(forward, adjoint, x.shape, iterations, generator)
     finally:
         model.train(was_training)
 

@@ -7,6 +7,7 @@ truth is read again only afterwards, to score the reconstruction.
 from __future__ import annotations
 
 import inspect
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,19 @@ ATTACK_PRESETS = {
 # Options every attack receives from the Setup itself; attack_options may not repeat them.
 SETUP_OPTIONS = {"model", "update", "max_iterations", "seed", "infer_labels", "progress", "frame_every",
                  "adaptive"}
+
+
+SCALE_VARIABLE = "SOTERIA_SCALE"
+SCALES = ("teaching", "paper")
+
+
+def notebook_scale() -> str:
+    """The budget the notebooks run at: ``$SOTERIA_SCALE``, ``teaching`` (default, 2 CPU cores,
+    seconds) or ``paper`` (the published budgets, for a GPU)."""
+    scale = os.environ.get(SCALE_VARIABLE, "teaching").strip() or "teaching"
+    if scale not in SCALES:
+        raise ValueError(f"{SCALE_VARIABLE}={scale!r}; choose one of {list(SCALES)}")
+    return scale
 
 
 def seed_everything(seed: int) -> None:

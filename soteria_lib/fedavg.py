@@ -4,7 +4,10 @@
 
 writes ``OUTPUT/metrics.json`` (per-round accuracy and loss, final accuracy, seconds) and
 ``OUTPUT/accuracy.png``; ``OUTPUT/checkpoint.pt`` lets an interrupted run resume. The teaching
-scale trains on a subset of the data; ``--scale paper`` uses the whole training set.
+scale trains on the first 6,000 training images (tested on 2,000); ``--scale paper`` uses the
+whole dataset. Inputs are normalised with the dataset's mean and std. The defaults (10 clients,
+3 per round, one epoch of SGD with batch 8 and learning rate 0.1, 5 rounds) bring the ReLU
+LeNet to about 91 % on MNIST at teaching scale.
 """
 from __future__ import annotations
 
@@ -39,11 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="lenet", choices=sorted(MODELS))
     p.add_argument("--scale", default="teaching", choices=sorted(SCALES))
     p.add_argument("--clients", type=int, default=10)
-    p.add_argument("--fraction", type=float, default=0.5)
-    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--fraction", type=float, default=0.3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--local_epochs", type=int, default=1)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.3)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=0.1)
     split = p.add_mutually_exclusive_group()
     split.add_argument("--iid", action="store_true", default=True, help="IID split (default)")
     split.add_argument("--alpha", type=float, default=None, help="Dirichlet(alpha) label-skewed split")
@@ -60,9 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_split(dataset: str, root, train: bool, limit: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` examples of a split, normalised with the dataset's mean and std."""
     data = load_dataset(dataset, root, train=train)
     n = len(data) if limit is None else min(limit, len(data))
-    return (data.images[:n].float().div(255).to(device), data.labels[:n].to(device))
+    pixels = data.images[:n].float().div(255)
+    return (dataset_info(dataset).normalization.normalize(pixels).to(device), data.labels[:n].to(device))
+
+
+def read_result(folder: str | Path) -> dict:
+    """The ``metrics.json`` a run wrote into ``folder``."""
+    path = Path(folder) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no FedAvg result in {folder} (expected {path.name}); run {PROG} with --output {folder}")
+    return json.loads(path.read_text())
+
+
+def read_results(root: str | Path) -> dict[str, dict]:
+    """Every run under ``root`` (one sub-folder per run, as ``--output`` writes), by folder name."""
+    return {path.parent.name: read_result(path.parent) for path in sorted(Path(root).glob("*/metrics.json"))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,26 @@ def label_accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
     return float((predicted.cpu() == truth.cpu()).double().mean())
 
 
+def match_batch(reconstruction: torch.Tensor, truth: torch.Tensor) -> list[int]:
+    """For batches: the one-to-one pairing of reconstructed and true samples with the least total MSE.
+
+    A batch gradient is a sum over samples, so it is unchanged when the samples are permuted:
+    an attack on a batch returns its images in an arbitrary order, and no attacker can do better.
+    ``order[b]`` is the reconstruction paired with true sample ``b`` (solved as an assignment
+    problem, each reconstruction used once, never a best-of); score with
+    ``image_metrics(reconstruction[order], truth, ...)`` and say that the pairing was matched.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    _check(reconstruction, truth)
+    rec = reconstruction.detach().cpu().double().flatten(1)
+    ref = truth.detach().cpu().double().flatten(1)
+    cost = torch.cdist(ref, rec).pow(2).numpy()  # (true b, reconstruction j): squared distance
+    cost = np.nan_to_num(cost, nan=1e300, posinf=1e300)  # a diverged image is paired last
+    rows, cols = linear_sum_assignment(cost)
+    return [int(c) for _, c in sorted(zip(rows, cols))]
+
+
 def image_metrics(reconstruction: torch.Tensor, truth: torch.Tensor, normalization: Normalization) -> dict:
     """All image metrics for model-space tensors ``reconstruction`` and ``truth`` (B, C, H, W)."""
     rec_pixels = normalization.denormalize(reconstruction.detach().cpu())

@@ -54,7 +54,7 @@ def compare_representations(recovered: torch.Tensor, true: torch.Tensor, title: 
     ax.set_xlabel("true feature $r_i$")
     ax.set_ylabel("recovered from the gradient")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=9)
     fig.tight_layout()
     return fig
 

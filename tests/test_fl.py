@@ -85,3 +85,19 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
 def test_bad_configuration_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         FedAvgConfig(**{field: value})
+
+
+@pytest.mark.slow
+def test_soteria_at_50_percent_keeps_teaching_scale_mnist_accuracy_within_2_points(data_root, tmp_path):
+    """The paper's utility claim at our teaching scale (the CLI's defaults: 6,000 MNIST
+    images, 10 clients, 5 rounds): same seed, with and without Soteria on every local step."""
+    from soteria_lib import fedavg
+
+    accuracy = {}
+    for defense, flags in {"none": [], "soteria": ["--pruning_rate", "50"]}.items():
+        out = tmp_path / defense
+        assert fedavg.main(["--defense", defense, *flags, "--data_root", str(data_root), "--output", str(out),
+                            "--no_progress", "--seed", "0"]) == 0
+        accuracy[defense] = fedavg.read_result(out)["final_accuracy"]
+    assert accuracy["none"] > 0.85  # the undefended model has learned: the comparison means something
+    assert abs(accuracy["soteria"] - accuracy["none"]) <= 0.02

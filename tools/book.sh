@@ -2,8 +2,38 @@
 # Build the Jupyter Book into _build/html, executing every notebook.
 # Strict: any Sphinx warning or any failing notebook cell fails the build.
 # Extra arguments go to `jupyter-book build`.
+#
+# The site loads no file from a CDN: the ipywidgets manager and MathJax come from the npm
+# packages pinned in package.json / package-lock.json, installed here with `npm ci` into
+# node_modules/ (ignored) and copied to _build/site-assets/, which _config.yml lists in
+# html_static_path (so they end up in _build/html/_static/).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"   # cds to the repo root
+
+# --- front-end assets --------------------------------------------------------
+# npm ci wipes node_modules/, so it only runs when the lock file changed.
+lock_hash="$(sha256sum package-lock.json | cut -d' ' -f1)"
+npm_stamp=node_modules/.soteria-npm-stamp
+if [[ -f "$npm_stamp" && "$(cat "$npm_stamp")" == "$lock_hash" ]]; then
+    echo "book.sh: node_modules up to date (stamp matches), skipping npm ci" >&2
+else
+    command -v npm >/dev/null || { echo "book.sh: npm (Node.js) is needed for the site's JavaScript" >&2; exit 1; }
+    # --ignore-scripts: we only copy files out of the packages, nothing needs building.
+    npm ci --ignore-scripts --no-audit --no-fund
+    echo "$lock_hash" > "$npm_stamp"
+fi
+
+assets=_build/site-assets
+widgets_dist=node_modules/@jupyter-widgets/html-manager/dist
+rm -rf "$assets"
+mkdir -p "$assets/jupyter-widgets"
+# embed.js: the stand-alone (no RequireJS) manager with the built-in widgets bundled; it
+# fetches its Font Awesome files relative to its own URL, so they sit beside it.
+cp "$widgets_dist/embed.js" "$assets/jupyter-widgets/"
+find "$widgets_dist" -maxdepth 1 -type f \( -name '*.woff2' -o -name '*.woff' -o -name '*.ttf' \
+    -o -name '*.eot' -o -name '*.svg' \) -exec cp {} "$assets/jupyter-widgets/" \;
+# MathJax loads its fonts and TeX extensions on demand from beside tex-mml-chtml.js.
+cp -r node_modules/mathjax/es5 "$assets/mathjax"
 
 # -W: warnings are errors; -n: nitpicky (broken references warn);
 # --keep-going: report all warnings before failing;

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -64,6 +64,35 @@ def visible_masks(update: SharedUpdate) -> tuple[torch.Tensor, ...]:
     return tuple(g != 0 for g in update.gradients)
 
 
+def matching_masks(model: nn.Module, update: SharedUpdate, adaptive: bool = False,
+                   ignore_parameters: Sequence[str] = ()) -> tuple[torch.Tensor, ...] | None:
+    """Which entries of each gradient tensor an attack matches, as boolean masks (``None``: all).
+
+    ``adaptive`` keeps only the entries that are non-zero in the shared update
+    (:func:`visible_masks`). ``ignore_parameters`` names parameters, as in
+    ``model.named_parameters()`` (``"fc.weight"``), whose gradients are left out of the matching
+    loss altogether: an attacker who knows which layer a defense alters simply drops it,
+
+        min_{x'}  sum_{k not ignored} || g_k(x') - g_k ||^2 .
+
+    Attacks multiply *both* their dummy gradient and the shared one by these masks, so an ignored
+    tensor contributes nothing (not even a constant) to the loss or, for a cosine, to the norms.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    if len(names) != len(update.gradients):
+        raise ValueError(f"{len(update.gradients)} shared gradients for a model with {len(names)} parameters")
+    unknown = sorted(set(ignore_parameters) - set(names))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} in ignore_parameters; the model has {names}")
+    if len(set(ignore_parameters)) == len(names):
+        raise ValueError("ignore_parameters leaves no gradient to match")
+    if not adaptive and not ignore_parameters:
+        return None
+    masks = visible_masks(update) if adaptive else tuple(torch.ones_like(g, dtype=torch.bool)
+                                                         for g in update.gradients)
+    return tuple(torch.zeros_like(m) if name in ignore_parameters else m for name, m in zip(names, masks))
+
+
 def last_linear_weight_index(model: nn.Module) -> int:
     """Position of the last ``nn.Linear``'s weight in ``model.parameters()``."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -72,10 +101,31 @@ def last_linear_weight_index(model: nn.Module) -> int:
     return parameter_index(model, linears[-1].weight)
 
 
-def infer_label(model: nn.Module, update: SharedUpdate) -> torch.Tensor:
-    """iDLG (Zhao et al. 2020): for one sample with cross-entropy, dL/dW_c = (p_c - y_c) r^T, and
-    with non-negative r only the true class's row sums to a negative number."""
+LABEL_RULES = ("weight", "bias")
+
+
+def infer_label(model: nn.Module, update: SharedUpdate, rule: str = "weight") -> torch.Tensor:
+    """iDLG (Zhao et al. 2020): the label of a single sample, read off the last linear layer.
+
+    With cross-entropy and softmax outputs ``p``, one sample gives ``dL/dz_c = p_c - y_c``: negative
+    for the true class only (``p_c < 1``), positive for every other class. Hence
+
+    * ``rule="bias"``:   ``dL/db_c = p_c - y_c``, so the label is ``argmin_c dL/db_c``;
+    * ``rule="weight"``: ``dL/dW_c = (p_c - y_c) r^T``; with non-negative ``r`` (sigmoid or ReLU
+      features) only the true class's row sums to a negative number: ``argmin_c sum_i dL/dW_ci``
+      (iDLG's rule, which needs no bias).
+
+    Soteria zeroes columns of ``dL/dW`` and leaves the bias alone, so neither rule is affected
+    as long as one column survives.
+    """
+    if rule not in LABEL_RULES:
+        raise ValueError(f"unknown label rule {rule!r}; choose one of {list(LABEL_RULES)}")
     if update.metadata.batch_size != 1:
         raise ValueError("iDLG label inference needs a batch of one")
+    if rule == "bias":
+        linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        if linear.bias is None:
+            raise ValueError("the last linear layer has no bias; use rule='weight'")
+        return torch.argmin(update.gradients[parameter_index(model, linear.bias)]).reshape(1)
     weight_grad = update.gradients[last_linear_weight_index(model)]
     return torch.argmin(weight_grad.sum(dim=1)).reshape(1)

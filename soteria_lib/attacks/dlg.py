@@ -10,13 +10,15 @@ label is read from the gradient (iDLG) and only ``x'`` is optimised.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..threat import SharedUpdate
-from .base import BestSoFar, Reconstruction, infer_label, register_attack, visible_masks
+from .base import BestSoFar, Reconstruction, infer_label, matching_masks, register_attack
 
 SCALES = {"teaching": 100, "paper": 300}
 
@@ -34,26 +36,35 @@ def gradient_distance(dummy: tuple[torch.Tensor, ...], shared: tuple[torch.Tenso
 @register_attack("dlg", scales=SCALES)
 def dlg(model: nn.Module, update: SharedUpdate, max_iterations: int = SCALES["teaching"],
         lr: float = 1.0, infer_labels: bool = False, seed: int = 0, progress: bool = True,
-        frame_every: int = 0, adaptive: bool = False) -> Reconstruction:
+        frame_every: int = 0, adaptive: bool = False, ignore_parameters: Sequence[str] = (),
+        label_rule: str = "weight") -> Reconstruction:
     """Run DLG for ``max_iterations`` outer L-BFGS steps; Ctrl-C returns the best result so far.
 
     ``frame_every > 0`` records the current dummy image every that many steps. ``adaptive``
     makes the attacker mask-aware: entries that are exactly zero in the shared update are left
     out of the matching loss (see :func:`~soteria_lib.attacks.base.visible_masks`).
+    ``ignore_parameters`` (names as in ``model.named_parameters()``, e.g. ``("fc.weight",)``)
+    leaves those gradients out of the matching loss altogether (see
+    :func:`~soteria_lib.attacks.base.matching_masks`). ``label_rule`` picks iDLG's rule
+    (``"weight"`` or ``"bias"``) when ``infer_labels`` is set.
     """
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
     meta = update.metadata
     device = update.gradients[0].device
     params = list(model.parameters())
+    masks = matching_masks(model, update, adaptive, ignore_parameters)
+    if masks is not None:
+        masks = tuple(m.to(device) for m in masks)
     shared = tuple(g.to(device) for g in update.gradients)
-    masks = tuple(m.to(device) for m in visible_masks(update)) if adaptive else None
+    if masks is not None:  # a no-op for the adaptive mask (zero where the update is); drops ignored tensors
+        shared = tuple(s * m for s, m in zip(shared, masks))
     generator = torch.Generator(device="cpu").manual_seed(seed)
     shape = (meta.batch_size, *meta.input_shape)
     dummy_x = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
     dummy_y = torch.randn((meta.batch_size, meta.num_classes), generator=generator).to(device)
     if infer_labels:
-        fixed = F.one_hot(infer_label(model, update).to(device), meta.num_classes).float()
+        fixed = F.one_hot(infer_label(model, update, label_rule).to(device), meta.num_classes).float()
         variables = [dummy_x]
         targets = lambda: fixed  # noqa: E731
     else:

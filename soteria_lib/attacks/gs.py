@@ -35,7 +35,7 @@ changes nothing for the cosine (1) but does for (2).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..threat import SharedUpdate
-from .base import Reconstruction, infer_label, register_attack, visible_masks
+from .base import Reconstruction, infer_label, matching_masks, register_attack
 
 # Paper: the published 24,000 iterations (on the width-64 ConvNet). Teaching: 400 iterations, run
 # by the experiment on a width-16 ConvNet: about 15 s on 2 CPU cores, and a PSNR gain of 6 to 8 dB
@@ -172,14 +172,17 @@ def _check(model: nn.Module, max_iterations: int, restarts: int, tv: float, cost
 def gs(model: nn.Module, update: SharedUpdate, max_iterations: int = SCALES["teaching"], restarts: int = 1,
        tv: float = 1e-4, cost_fn: str = "sim", optimizer: str = "adam", lr: float | None = None,
        signed: bool = True, batched: bool = True, infer_labels: bool = False, seed: int = 0,
-       progress: bool = True, frame_every: int = 0, adaptive: bool = False) -> Reconstruction:
+       progress: bool = True, frame_every: int = 0, adaptive: bool = False,
+       ignore_parameters: Sequence[str] = ()) -> Reconstruction:
     """Run GS with ``restarts`` dummies for ``max_iterations`` steps each; Ctrl-C stops early and
     still returns the best restart's current image.
 
     ``lr`` defaults to the optimiser's (Adam 0.1, SGD 0.01, L-BFGS 1). ``signed`` feeds Adam and
     SGD the sign of the gradient (the published set-up). ``frame_every > 0`` records the image of
     the currently best restart every that many steps. ``adaptive`` leaves entries that are exactly
-    zero in the shared update out of the matching (see ``visible_masks``). ``details`` of the
+    zero in the shared update out of the matching (see ``visible_masks``); ``ignore_parameters``
+    (names as in ``model.named_parameters()``) leaves whole gradients out of it, norms included
+    (see ``matching_masks``). ``details`` of the
     result hold ``restarts``, ``best_restart`` and every restart's final matching cost.
     """
     _check(model, max_iterations, restarts, tv, cost_fn, optimizer)
@@ -187,7 +190,10 @@ def gs(model: nn.Module, update: SharedUpdate, max_iterations: int = SCALES["tea
     meta = update.metadata
     device = update.gradients[0].device
     shared = tuple(g.to(device) for g in update.gradients)
-    masks = tuple(m.to(device, shared[0].dtype) for m in visible_masks(update)) if adaptive else None
+    masks = matching_masks(model, update, adaptive, ignore_parameters)
+    if masks is not None:  # the shared side too: a no-op for the adaptive mask, drops ignored tensors
+        masks = tuple(m.to(device, shared[0].dtype) for m in masks)
+        shared = tuple(s * m for s, m in zip(shared, masks))
     labels = _labels(model, update, infer_labels).to(device)
     objective = Objective(model, shared, labels, cost_fn, tv, masks)
     evaluate = objective.batched if batched else objective.sequential

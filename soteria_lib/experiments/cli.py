@@ -1,0 +1,141 @@
+"""Command line of the reproduction sweep (also installed as ``soteria-experiments``).
+
+    python -m soteria_lib.experiments run GRID.toml [--output results/GRID.csv] [--workers N]
+    python -m soteria_lib.experiments summarize RESULTS.csv [--fedavg results/fedavg] [--output results/summary.md]
+
+``run`` skips every run already in the CSV (or FedAvg folder) and appends the others as they
+finish; interrupt it at any time and run it again to resume. ``summarize`` writes the Markdown
+summary, a JSON twin for notebooks (same name, ``.json``) and two PNG figures beside it.
+Bad input exits with status 2 and one line on stderr, before any run starts; a failing run
+stops the sweep with status 1 (finished rows are kept).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from ..data import DatasetNotFoundError
+from ..files import write_atomic
+from .grid import DEFAULT_FEDAVG_OUTPUT, GridError
+
+PROG = "soteria-experiments"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+_positive_int.__name__ = "positive int"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Sweep attacks x defenses x datasets and summarise the results.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = commands.add_parser("run", help="run (or resume) the grid of a TOML file")
+    run.add_argument("grid", help="grid file, e.g. experiments/teaching.toml")
+    run.add_argument("--output", default=None, help="results CSV (default: results/<grid name>.csv)")
+    run.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    run.add_argument("--threads", type=_positive_int, default=None,
+                     help="torch threads per worker (default: cores // workers, at most $OMP_NUM_THREADS)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--data_root", "--data_path", dest="data_root", default=None,
+                     help="dataset folder (default: $SOTERIA_DATA)")
+    run.add_argument("--fedavg", default=None,
+                     help=f"FedAvg folder (default: the grid's, else {DEFAULT_FEDAVG_OUTPUT})")
+    run.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    summary = commands.add_parser("summarize", help="tables, matched-accuracy ratios and plots from a results CSV")
+    summary.add_argument("csv", help="results CSV written by `run`")
+    summary.add_argument("--fedavg", default=DEFAULT_FEDAVG_OUTPUT, help="folder of FedAvg cells")
+    summary.add_argument("--output", default="results/summary.md",
+                         help="Markdown summary; the JSON and PNGs are written beside it")
+    return parser
+
+
+def _fail(command: str, message: str, code: int = 2) -> int:
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_command(args) -> int:
+    from ..experiment import resolve_device
+    from .grid import load_grid
+    from .results import ResultsError
+    from .sweep import RunFailed, execute, plan
+
+    output = Path(args.output or f"results/{Path(args.grid).stem}.csv")
+    try:
+        device = str(resolve_device(args.device))
+        grid = load_grid(args.grid, args.fedavg)
+        sweep = plan(grid, output, args.data_root)
+    except (GridError, ResultsError, DatasetNotFoundError, ValueError) as exc:
+        return _fail("run", str(exc))
+    print(f"{len(sweep.tasks)} runs to do; {sweep.skipped_runs} reconstructions and {sweep.skipped_fedavg} "
+          f"FedAvg runs already done -> {output}", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops a sweep as Ctrl-C does
+    try:
+        session = execute(sweep, output, args.workers, args.threads, device, args.data_root, not args.no_progress,
+                          command=args.command_line)
+    except RunFailed as exc:
+        return _fail("run", f"{exc}; finished runs are kept, run again to resume", 1)
+    except KeyboardInterrupt:
+        return _fail("run", "interrupted; finished runs are kept, run again to resume", 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"done: {session['runs_done']} reconstructions and {session['fedavg_done']} FedAvg runs in "
+          f"{session['wall_seconds'] / 60:.1f} min -> {output}", file=sys.stderr)
+    return 0
+
+
+def summarize_command(args) -> int:
+    from .plots import save_figures
+    from .report import render
+    from .results import ResultsError
+    from .summary import summarize, to_json
+    from .sweep import sessions_path
+
+    csv_path, output = Path(args.csv), Path(args.output)
+    if not csv_path.is_file():
+        return _fail("summarize", f"results file {csv_path} does not exist")
+    try:
+        groups, accuracies = summarize(csv_path, args.fedavg)
+    except (ResultsError, ValueError) as exc:
+        return _fail("summarize", str(exc))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figures = save_figures(groups, output)
+    log = sessions_path(csv_path)
+    sessions = json.loads(log.read_text()) if log.exists() else []
+    text = render(groups, accuracies, csv_path, args.fedavg, sessions, [p.name for p in figures])
+    data = json.dumps(to_json(groups, accuracies, csv_path, args.fedavg), indent=2)
+    write_atomic(output.with_suffix(".json"), lambda tmp: Path(tmp).write_text(data + "\n"))
+    write_atomic(output, lambda tmp: Path(tmp).write_text(text))
+    print(f"{output}, {output.with_suffix('.json')}, {', '.join(str(p) for p in figures)}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"run": run_command, "summarize": summarize_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = " ".join(["python -m soteria_lib.experiments", *argv])
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

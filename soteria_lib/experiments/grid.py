@@ -1,0 +1,294 @@
+"""Grid files: the reconstructions and FedAvg runs a sweep is made of.
+
+A grid is a TOML file (``experiments/teaching.toml`` is a commented example)::
+
+    scale = "teaching"          # every attack's budget preset: "teaching" or "paper"
+    images = [0, 1, 2]          # target ids; -1 is the embedded photograph (no dataset needed)
+    seeds = [0, 1, 2]
+
+    [defenses]                  # the settings shared by the reconstructions and the FedAvg runs
+    none = true                 # the undefended baseline
+    soteria = [20, 40]          # pruning rate in percent ("ours" is an alias)
+    prune = [20, 40]            # pruning rate in percent
+    dp-gaussian = [1e-3]        # noise: sigma
+    dp-laplace = [1e-3]         # noise: Laplace scale b
+
+    [attacks.dlg]
+    datasets = ["mnist", "cifar10"]
+    max_iterations = {mnist = 10, cifar10 = 30}   # or one integer; left out: the scale's budget
+    attack_options = {}         # extra keywords of the attack, e.g. GS's {batched = false}
+    adaptive = false            # mask-aware attacker
+
+    [fedavg]                    # optional: test accuracy at the same defense settings
+    datasets = ["mnist"]
+    defenses = {none = true}    # optional: other settings than [defenses] (same format)
+    output = "results/fedavg"   # one folder per run, <dataset>_<defense>_<value>/metrics.json
+    options = {}                # extra flags of ``python -m soteria_lib.fedavg``, e.g. {rounds = 5}
+
+Every name and number is checked when the grid is loaded; a mistake raises :class:`GridError`
+with a one-line message that names the key.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..attacks import ATTACKS
+from ..data import DATASETS
+from ..defenses.registry import ALIASES, check_rate
+from ..experiment import Setup, check_attack_options
+
+DEFAULT_FEDAVG_OUTPUT = "results/fedavg"
+
+
+class GridError(ValueError):
+    """A grid file that cannot be run; the message is one line."""
+
+
+def _check_noise(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"noise must be a finite number > 0, got {value}")
+    return value
+
+
+# Defense -> (the Setup field its grid values set, the check of one value). "none" takes no value.
+DEFENSE_PARAMETERS = {
+    "none": (None, None),
+    "soteria": ("pruning_rate", check_rate),
+    "prune": ("pruning_rate", check_rate),
+    "dp-gaussian": ("noise", _check_noise),
+    "dp-laplace": ("noise", _check_noise),
+}
+
+
+@dataclass(frozen=True, order=True)
+class DefenseSetting:
+    """One defense at one strength: a pruning rate in percent, a noise level, or none (value 0)."""
+
+    defense: str
+    value: float = 0.0
+
+    @classmethod
+    def of(cls, defense: str, pruning_rate: float = 0.0, noise: float = 0.0) -> "DefenseSetting":
+        """The setting from Setup-style fields (the value the defense does not use is ignored)."""
+        parameter = DEFENSE_PARAMETERS[defense][0]
+        return cls(defense, {"pruning_rate": pruning_rate, "noise": noise}.get(parameter, 0.0))
+
+    @property
+    def parameter(self) -> str | None:
+        return DEFENSE_PARAMETERS[self.defense][0]
+
+    def setup_fields(self) -> dict:
+        """The Setup fields this setting fixes: ``pruning_rate`` and ``noise``."""
+        fields = {"pruning_rate": 0.0, "noise": 0.0}
+        if self.parameter:
+            fields[self.parameter] = self.value
+        return fields
+
+    def label(self) -> str:
+        units = {"pruning_rate": f" {self.value:g}%", "noise": f" {self.value:g}", None: ""}
+        return f"{self.defense}{units[self.parameter]}"
+
+
+@dataclass(frozen=True)
+class ReconstructionSpec:
+    """One reconstruction run: one row of the results CSV."""
+
+    attack: str
+    dataset: str
+    scale: str
+    max_iterations: int
+    adaptive: bool
+    attack_options: dict = field(hash=False)
+    setting: DefenseSetting
+    target_id: int
+    seed: int
+
+    def setup(self, device: str = "cpu", data_root: str | None = None) -> Setup:
+        return Setup(attack=self.attack, dataset=self.dataset, target_id=self.target_id,
+                     defense=self.setting.defense, adaptive=self.adaptive, seed=self.seed,
+                     max_iterations=self.max_iterations, scale=self.scale, device=device,
+                     data_root=data_root, attack_options=dict(self.attack_options),
+                     **self.setting.setup_fields())
+
+    def params(self) -> dict:
+        """The parameters that identify the run, as the CSV stores them (its resume key)."""
+        return {"attack": self.attack, "dataset": self.dataset, "scale": self.scale,
+                "max_iterations": self.max_iterations, "adaptive": self.adaptive,
+                "attack_options": canonical_json(self.attack_options), "defense": self.setting.defense,
+                **self.setting.setup_fields(), "target_id": self.target_id, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class FedAvgSpec:
+    """One FedAvg accuracy run at a defense setting."""
+
+    dataset: str
+    setting: DefenseSetting
+    scale: str
+    output_root: Path
+    options: dict = field(hash=False)
+
+
+@dataclass
+class Grid:
+    reconstructions: list[ReconstructionSpec]
+    fedavg: list[FedAvgSpec]
+    fedavg_output: Path
+
+
+def canonical_json(options: dict) -> str:
+    return json.dumps(options, sort_keys=True, separators=(",", ":"))
+
+
+def _require(table: dict, key: str, kind, where: str):
+    if key not in table:
+        raise GridError(f"{where}: missing key {key!r}")
+    return _typed(table[key], kind, f"{where}.{key}")
+
+
+def _typed(value, kind, where: str):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise GridError(f"{where}: expected {names}, got {value!r}")
+    return value
+
+
+def _unique(values: list, where: str) -> list:
+    if not values:
+        raise GridError(f"{where}: the list is empty")
+    if len(set(values)) != len(values):
+        raise GridError(f"{where}: a value is listed twice")
+    return values
+
+
+def _int_list(table: dict, key: str, where: str) -> list[int]:
+    values = _require(table, key, list, where)
+    return _unique([_typed(v, int, f"{where}.{key}") for v in values], f"{where}.{key}")
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise GridError(f"{where}: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
+
+
+def _names(table: dict, key: str, known, where: str) -> list[str]:
+    names = [_typed(n, str, f"{where}.{key}") for n in _require(table, key, list, where)]
+    for name in _unique(names, f"{where}.{key}"):
+        if name not in known:
+            raise GridError(f"{where}.{key}: unknown name {name!r}; choose from {sorted(known)}")
+    return names
+
+
+def parse_defenses(table: dict) -> list[DefenseSetting]:
+    """``[defenses]``: ``none = true`` and lists of values for the others."""
+    settings = []
+    for name, values in table.items():
+        defense = ALIASES.get(name, name)
+        if defense not in DEFENSE_PARAMETERS:
+            raise GridError(f"defenses: unknown defense {name!r}; choose from "
+                            f"{sorted(set(DEFENSE_PARAMETERS) | set(ALIASES))}")
+        parameter, check = DEFENSE_PARAMETERS[defense]
+        if parameter is None:
+            if _typed(values, bool, f"defenses.{name}"):
+                settings.append(DefenseSetting(defense))
+            continue
+        if not _typed(values, list, f"defenses.{name}"):
+            raise GridError(f"defenses.{name}: the list is empty")
+        for value in values:
+            value = float(_typed(value, (int, float), f"defenses.{name}"))
+            try:
+                check(value)
+            except ValueError as exc:
+                raise GridError(f"defenses.{name}: {exc}") from None
+            settings.append(DefenseSetting(defense, value))
+    if not settings:
+        raise GridError("defenses: no defense setting")
+    if len(set(settings)) != len(settings):
+        raise GridError("defenses: a setting is listed twice")
+    return settings
+
+
+def _iterations(value, datasets: list[str], scale_budget: int, where: str) -> dict[str, int]:
+    """``max_iterations``: one integer, a table per dataset, or absent (the scale's budget)."""
+    if value is None:
+        return {d: scale_budget for d in datasets}
+    per_dataset = value if isinstance(value, dict) else {d: value for d in datasets}
+    budgets = {}
+    for dataset in datasets:
+        if dataset not in per_dataset:
+            raise GridError(f"{where}.max_iterations: no budget for dataset {dataset!r}")
+        budget = _typed(per_dataset[dataset], int, f"{where}.max_iterations.{dataset}")
+        if budget < 0:
+            raise GridError(f"{where}.max_iterations.{dataset}: must be >= 0, got {budget}")
+        budgets[dataset] = budget
+    return budgets
+
+
+ATTACK_KEYS = {"datasets", "max_iterations", "attack_options", "adaptive"}
+FEDAVG_KEYS = {"datasets", "defenses", "output", "options"}
+TOP_KEYS = {"scale", "images", "seeds", "defenses", "attacks", "fedavg"}
+
+
+def parse_attacks(table: dict, scale: str, images, seeds, settings) -> list[ReconstructionSpec]:
+    specs = []
+    for attack, options in _typed(table, dict, "attacks").items():
+        where = f"attacks.{attack}"
+        if attack not in ATTACKS:
+            raise GridError(f"attacks: unknown attack {attack!r}; choose from {sorted(ATTACKS)}")
+        _check_keys(_typed(options, dict, where), ATTACK_KEYS, where)
+        datasets = _names(options, "datasets", DATASETS, where)
+        if scale not in ATTACKS[attack].scales:
+            raise GridError(f"scale: {attack} has no scale {scale!r}; choose from {sorted(ATTACKS[attack].scales)}")
+        budgets = _iterations(options.get("max_iterations"), datasets, ATTACKS[attack].scales[scale], where)
+        attack_options = _typed(options.get("attack_options", {}), dict, f"{where}.attack_options")
+        try:
+            check_attack_options(attack, ATTACKS[attack], attack_options)
+        except ValueError as exc:
+            raise GridError(f"{where}.attack_options: {exc}") from None
+        adaptive = _typed(options.get("adaptive", False), bool, f"{where}.adaptive")
+        specs += [ReconstructionSpec(attack, dataset, scale, budgets[dataset], adaptive, attack_options,
+                                     setting, image, seed)
+                  for dataset in datasets for setting in settings for image in images for seed in seeds]
+    return specs
+
+
+def parse_fedavg(table: dict, scale: str, settings, output: Path) -> list[FedAvgSpec]:
+    _check_keys(_typed(table, dict, "fedavg"), FEDAVG_KEYS, "fedavg")
+    datasets = _names(table, "datasets", DATASETS, "fedavg")
+    options = _typed(table.get("options", {}), dict, "fedavg.options")
+    reserved = {"dataset", "defense", "pruning_rate", "noise", "output", "device", "data_root", "data_path",
+                "no_progress", "scale"}
+    for key in options:
+        if key in reserved:
+            raise GridError(f"fedavg.options: {key!r} is set by the sweep itself")
+    if "defenses" in table:  # a subset, when the slowest FedAvg runs (Soteria) would not fit the budget
+        settings = parse_defenses(_typed(table["defenses"], dict, "fedavg.defenses"))
+    return [FedAvgSpec(d, s, scale, output, options) for d in datasets for s in settings]
+
+
+def load_grid(path: str | Path, fedavg_output: str | Path | None = None) -> Grid:
+    """Read and check a grid file; ``fedavg_output`` overrides its ``[fedavg] output``."""
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise GridError(f"grid file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise GridError(f"{path} is not valid TOML: {exc}") from None
+    _check_keys(table, TOP_KEYS, str(path))
+    scale = _require(table, "scale", str, "grid")
+    images = _int_list(table, "images", "grid")
+    if min(images) < -1:
+        raise GridError(f"grid.images: target ids are -1 (embedded photograph) or >= 0, got {min(images)}")
+    seeds = _int_list(table, "seeds", "grid")
+    settings = parse_defenses(_require(table, "defenses", dict, "grid"))
+    reconstructions = parse_attacks(_require(table, "attacks", dict, "grid"), scale, images, seeds, settings)
+    fedavg_table = table.get("fedavg")
+    output = Path(fedavg_output or (fedavg_table or {}).get("output", DEFAULT_FEDAVG_OUTPUT))
+    fedavg = parse_fedavg(fedavg_table, scale, settings, output) if fedavg_table is not None else []
+    return Grid(reconstructions, fedavg, output)

@@ -1,0 +1,149 @@
+"""The results CSV: one row per finished reconstruction, appended whole, read back typed.
+
+A row is written in one ``write`` call and flushed to disk before the next run is recorded, so
+an interrupted sweep leaves only complete rows (an unterminated last line is ignored when read,
+and dropped before the next sweep appends). The parameter columns (:data:`KEY_COLUMNS`) identify
+a run: a sweep skips every run whose key is already in the file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..experiment import defense_params
+from ..files import write_atomic
+from .grid import DefenseSetting, ReconstructionSpec, canonical_json
+
+# A reconstruction farther from the truth than any two images in [0, 1] can be from each other
+# (MSE > 1 in pixel space) has left the image domain: the attack exploded. Non-finite MSE counts too.
+DIVERGED_MSE = 1.0
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read or extended; the message is one line."""
+
+
+def _bool(text: str) -> bool:
+    try:
+        return {"true": True, "false": False}[text.lower()]
+    except KeyError:
+        raise ValueError(f"not a boolean: {text!r}") from None
+
+
+def _optional_int(text: str) -> int | None:
+    return int(text) if text else None
+
+
+# Column -> parser of its CSV text. The first eleven are the run's parameters (its resume key).
+COLUMNS = {
+    "attack": str, "dataset": str, "scale": str, "max_iterations": int, "adaptive": _bool,
+    "attack_options": str, "defense": str, "pruning_rate": float, "noise": float, "target_id": int,
+    "seed": int,
+    "model": str, "model_options": str, "model_seed": int, "dummy_seed": int, "noise_seed": _optional_int,
+    "label": int, "mse": float, "mse_normalized": float, "psnr": float, "ssim": float, "label_accuracy": float,
+    "matching_loss": float, "iterations": int, "diverged": _bool, "seconds": float, "cpu_seconds": float,
+    "attack_seconds": float,
+    "device": str, "version": str, "commit": str, "finished_at": str,
+}
+KEY_COLUMNS = tuple(COLUMNS)[:11]
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def run_key(params: dict) -> tuple:
+    """The resume key of a run, from a spec's ``params()`` or a parsed CSV row alike."""
+    return tuple(COLUMNS[c](format_value(params[c])) for c in KEY_COLUMNS)
+
+
+def is_diverged(mse: float) -> bool:
+    return not math.isfinite(mse) or mse > DIVERGED_MSE
+
+
+def result_row(spec: ReconstructionSpec, metrics: dict, seconds: float, cpu_seconds: float, commit: str) -> dict:
+    """A CSV row from :func:`~soteria_lib.experiment.run_reconstruction`'s metrics; ``seconds`` is
+    the whole run's wall time, ``cpu_seconds`` its CPU time (what it costs on a core of its own).
+
+    Seeds, as ``run_reconstruction`` derives them: the model is built right after
+    ``torch.manual_seed(seed)``, the attack draws its dummy from a generator seeded with ``seed``,
+    and a noise defense draws from ``defense_params(setup)["seed"]`` (``seed + 1``).
+    """
+    mse = metrics["mse"] if math.isfinite(metrics["mse"]) else math.inf
+    return {**spec.params(), "model": metrics["model"], "model_options": canonical_json(metrics["model_options"]),
+            "model_seed": spec.seed, "dummy_seed": spec.seed,
+            "noise_seed": defense_params(spec.setup()).get("seed"), "label": metrics["label"],
+            "mse": mse, "mse_normalized": metrics["mse_normalized"], "psnr": metrics["psnr"],
+            "ssim": metrics["ssim"], "label_accuracy": float(metrics["label_correct"]),
+            "matching_loss": metrics["matching_loss"], "iterations": metrics["iterations"],
+            "diverged": is_diverged(mse), "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+            "attack_seconds": metrics["seconds"],
+            "device": metrics["device"], "version": metrics["version"], "commit": commit,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def spec_from_row(row: dict) -> ReconstructionSpec:
+    """The run a parsed CSV row records, ready to be run again."""
+    return ReconstructionSpec(row["attack"], row["dataset"], row["scale"], row["max_iterations"], row["adaptive"],
+                              json.loads(row["attack_options"]),
+                              DefenseSetting.of(row["defense"], row["pruning_rate"], row["noise"]),
+                              row["target_id"], row["seed"])
+
+
+def _line(values: list[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
+def _complete_text(path: Path) -> str:
+    """The file's text up to its last complete line."""
+    text = path.read_text()
+    return text if text.endswith("\n") or not text else text[: text.rfind("\n") + 1]
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Every complete row of a results CSV, typed; ``[]`` if the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    reader = csv.DictReader(io.StringIO(_complete_text(path)))
+    if reader.fieldnames != list(COLUMNS):
+        raise ResultsError(f"{path} does not have the results columns of this version; "
+                           "write to another file")
+    try:
+        return [{c: COLUMNS[c](row[c]) for c in COLUMNS} for row in reader]
+    except (TypeError, ValueError) as exc:
+        raise ResultsError(f"{path} line {reader.line_num}: {exc}") from None
+
+
+def prepare(path: str | Path) -> set[tuple]:
+    """Make ``path`` ready for appending (header written, any partial last line dropped, both
+    atomically) and return the keys of the runs it already holds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = {run_key(row) for row in read_rows(path)}
+    if not path.exists():
+        write_atomic(path, lambda tmp: Path(tmp).write_text(_line(list(COLUMNS))))
+    elif not path.read_text().endswith("\n"):
+        text = _complete_text(path)
+        write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+    return keys
+
+
+def append_row(path: str | Path, row: dict) -> None:
+    """Append one complete row and force it to disk."""
+    line = _line([format_value(row[c]) for c in COLUMNS])
+    with open(path, "a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,213 @@
+"""Running a grid: skip what is done, run the rest over worker processes, record as runs finish.
+
+The parent process is the only writer: workers return a finished run's row and the parent
+appends it to the CSV at once, so an interrupted sweep keeps everything finished so far and a
+second call picks up where the first stopped. FedAvg runs are scheduled first (they are the
+longest); the reconstructions follow in a fixed shuffled order, so that the progress bar's ETA
+averages over every kind of run from the start.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import subprocess
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..data import load_dataset
+from ..experiment import ATTACK_PRESETS, run_reconstruction
+from ..files import write_atomic
+from . import fedavg_cells
+from .grid import FedAvgSpec, Grid, GridError, ReconstructionSpec
+from .results import append_row, prepare, result_row, run_key
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` of the checkout holding this package, or ``"unknown"``."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per worker: the usable cores shared out, capped by ``OMP_NUM_THREADS`` if set."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // workers)
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(threads, int(cap)) if cap.isdigit() and int(cap) > 0 else threads
+
+
+@dataclass
+class Plan:
+    """What a sweep still has to run, and how much of the grid was already done."""
+
+    tasks: list = field(default_factory=list)
+    skipped_runs: int = 0
+    skipped_fedavg: int = 0
+
+
+def check_data(grid: Grid, data_root: str | None) -> None:
+    """Every dataset split the grid reads is on disk (no download) and holds its largest target id."""
+    needed = {}
+    for spec in grid.reconstructions:
+        if spec.target_id >= 0:  # -1, the embedded photograph, needs no dataset
+            split = (spec.dataset, ATTACK_PRESETS[spec.attack]["train_split"])
+            needed[split] = max(needed.get(split, 0), spec.target_id)
+    for spec in grid.fedavg:
+        for train in (True, False):
+            needed.setdefault((spec.dataset, train), 0)
+    for (dataset, train), largest in sorted(needed.items()):
+        size = len(load_dataset(dataset, data_root, train=train, download=False))
+        if largest >= size:
+            split = "train" if train else "test"
+            raise GridError(f"grid.images: target id {largest} is out of range for the {dataset} {split} "
+                            f"split ({size} images)")
+
+
+def plan(grid: Grid, csv_path: Path, data_root: str | None = None) -> Plan:
+    """The runs of ``grid`` that neither ``csv_path`` nor the FedAvg folder holds yet. Every check
+    (FedAvg options and folders, datasets, the CSV's columns) comes before the CSV is touched."""
+    result = Plan()
+    for spec in sorted(grid.fedavg, key=lambda s: s.setting.defense != "soteria"):  # Soteria is slowest
+        if fedavg_cells.is_done(spec):  # raises on a cell of another configuration
+            result.skipped_fedavg += 1
+        else:
+            result.tasks.append(spec)
+    check_data(grid, data_root)
+    done = prepare(csv_path)
+    pending = [s for s in grid.reconstructions if run_key(s.params()) not in done]
+    result.skipped_runs = len(grid.reconstructions) - len(pending)
+    random.Random(0).shuffle(pending)
+    result.tasks += pending
+    return result
+
+
+def run_reconstruction_task(spec: ReconstructionSpec, device: str, data_root: str | None, commit: str):
+    """One reconstruction; its CSV row, or None if it was interrupted (never recorded)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result = run_reconstruction(spec.setup(device, data_root), progress=False)
+    if result.metrics["interrupted"]:
+        return None
+    return result_row(spec, result.metrics, time.perf_counter() - start, time.process_time() - cpu_start, commit)
+
+
+def run_fedavg_task(spec: FedAvgSpec, device: str, data_root: str | None, commit: str):
+    fedavg_cells.run_cell(spec, device, data_root)
+
+
+TASK_RUNNERS = {ReconstructionSpec: run_reconstruction_task, FedAvgSpec: run_fedavg_task}
+
+
+class RunFailed(RuntimeError):
+    """A run raised; the message names the run and the error in one line."""
+
+    def __init__(self, task, error: BaseException):
+        super().__init__(f"{describe(task)} failed: {type(error).__name__}: {error}")
+
+
+def run_task(task, device: str, data_root: str | None, commit: str):
+    return TASK_RUNNERS[type(task)](task, device, data_root, commit)
+
+
+def describe(task) -> str:
+    if isinstance(task, FedAvgSpec):
+        return f"fedavg {task.dataset} {task.setting.label()}"
+    return f"{task.attack} {task.dataset} {task.setting.label()} image {task.target_id} seed {task.seed}"
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _results(tasks: list, workers: int, threads: int, device: str, data_root: str | None, commit: str):
+    """Yield ``(task, result)`` as tasks finish: in this process for one worker, else in a pool."""
+    if workers == 1:
+        _init_worker(threads)
+        for task in tasks:
+            try:
+                result = run_task(task, device, data_root, commit)
+            except Exception as exc:
+                raise RunFailed(task, exc) from exc
+            yield task, result
+        return
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(run_task, task, device, data_root, commit): task for task in tasks}
+        try:
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except Exception as exc:
+                    raise RunFailed(futures[future], exc) from exc
+                yield futures[future], result
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def execute(sweep: Plan, csv_path: Path, workers: int = 1, threads: int | None = None, device: str = "cpu",
+            data_root: str | None = None, progress: bool = True, command: str = "") -> dict:
+    """Run every task of ``sweep``, appending each finished reconstruction's row to ``csv_path``.
+
+    Returns the session record (also appended to ``<csv>.sessions.json``); a failing run
+    stops the sweep with :class:`RunFailed`.
+    """
+    threads = threads or default_threads(workers)
+    commit = git_commit()
+    session = {"command": command, "workers": workers, "threads_per_worker": threads, "device": device,
+               "commit": commit, "version": __version__,
+               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "runs_skipped": sweep.skipped_runs, "fedavg_skipped": sweep.skipped_fedavg,
+               "runs_done": 0, "fedavg_done": 0, "status": "failed", "load_average_start": _load_average()}
+    start = time.perf_counter()
+    bar = tqdm(total=len(sweep.tasks), desc="sweep", unit="run", disable=not progress, smoothing=0.05)
+    try:
+        for task, row in _results(sweep.tasks, workers, threads, device, data_root, commit):
+            if isinstance(task, FedAvgSpec):
+                session["fedavg_done"] += 1
+            elif row is not None:
+                append_row(csv_path, row)
+                session["runs_done"] += 1
+            bar.update()
+            bar.set_postfix_str(describe(task), refresh=False)
+        session["status"] = "complete"
+    except KeyboardInterrupt:
+        session["status"] = "interrupted"
+        raise
+    finally:
+        bar.close()
+        session["wall_seconds"] = round(time.perf_counter() - start, 1)
+        session["load_average_end"] = _load_average()
+        log_session(csv_path, session)
+    return session
+
+
+def _load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15 minute load averages: how shared the cores were."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def sessions_path(csv_path: Path) -> Path:
+    return Path(csv_path).with_suffix(".sessions.json")
+
+
+def log_session(csv_path: Path, session: dict) -> None:
+    """Append ``session`` to the sweep's log of sessions (how long each call took, and where)."""
+    path = sessions_path(csv_path)
+    sessions = json.loads(path.read_text()) if path.exists() else []
+    sessions.append(session)
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(sessions, indent=2) + "\n"))

@@ -1,0 +1,224 @@
+"""The built book in a real browser: every page of the table of contents, as a reader gets it.
+
+Serves ``_build/html`` (built by ``bash tools/book.sh``) on 127.0.0.1 and opens each page of
+``_toc.yml`` in Debian's Chromium (``/usr/bin/chromium``), driven headless by Playwright; no
+browser is ever downloaded (``playwright install`` is not needed). Every page must have
+
+* a title (``<title>`` and a non-empty ``<h1>``);
+* no error output: a cell's traceback (``.output.traceback``; also ``.output.error``) or its
+  stderr (``.output.stderr``). The build already fails on a raising cell; stderr is counted
+  too because in a textbook a warning box is something the reader trips over. A notebook that
+  means to show stderr can tag the cell ``remove-stderr`` or redirect it;
+* no MathJax error (``mjx-merror``: an unknown macro or malformed TeX), and no display
+  equation cut off on the left (one wider than the column must scroll from its beginning);
+* no JavaScript error (uncaught page errors and ``console.error``), apart from the entries of
+  ``HARMLESS_CONSOLE_ERRORS``;
+* no widget that failed to render, and no request to any host but 127.0.0.1 (``data:`` and
+  ``blob:`` URLs stay inside the page; the widget images are ``blob:`` URLs);
+
+and pages with sliders (chapters 04 and 05 must have one) must react to the keyboard: focusing
+a frame slider's handle and pressing ArrowRight shows a different frame, ArrowLeft the first
+one again. A full-page screenshot of every page goes to ``_build/screenshots/``.
+
+Without a built site or without Chromium these tests skip, saying why; with
+``SOTERIA_SITE_REQUIRED=1`` (set by ``.ci/run``) they fail instead.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SITE = REPO / "_build" / "html"
+SCREENSHOTS = REPO / "_build" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+REQUIRED = "SOTERIA_SITE_REQUIRED"
+# Flags for a quiet, offline headless Chromium; without the background-networking ones it
+# contacts Google hosts on start. Playwright gives every launch a fresh temporary profile.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# console.error messages that are not the site's fault, as (substring, reason). None so far.
+HARMLESS_CONSOLE_ERRORS: list[tuple[str, str]] = []
+# Pages (toc paths, by prefix) that must carry at least one frame slider.
+SLIDER_PAGES = ("notebooks/04_", "notebooks/05_")
+FRAME_SLIDER = ".soteria-frame-slider"  # soteria_lib.widgets.FRAME_SLIDER_CLASS
+ERROR_OUTPUTS = ".output.traceback, .output.error, .output.stderr"
+
+
+def toc_pages(toc: Path = REPO / "_toc.yml") -> list[str]:
+    """Every document of a Jupyter Book table of contents, root first, without suffix."""
+    def walk(node):
+        if isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+        elif isinstance(node, dict):
+            for key in ("root", "file"):
+                if key in node:
+                    yield str(node[key]).removesuffix(".md").removesuffix(".ipynb")
+            for value in node.values():
+                yield from walk(value)
+    return list(dict.fromkeys(walk(yaml.safe_load(toc.read_text()))))
+
+
+def _unavailable(reason: str):
+    if os.environ.get(REQUIRED) == "1":
+        pytest.fail(f"{reason} ({REQUIRED}=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def site_url():
+    """The built site served on 127.0.0.1 at a free port, for the duration of the module."""
+    if not (SITE / "index.html").is_file():
+        _unavailable(f"no built site at {SITE}: run `bash tools/book.sh` first")
+    handler = functools.partial(_QuietHandler, directory=str(SITE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        _unavailable(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is missing: bash tools/setup_env.sh installs it")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class PageLog:
+    """What a page did while loading: every request URL, page errors, console errors."""
+
+    def __init__(self, context, page):
+        self.requests, self.errors = [], []
+        context.on("request", lambda request: self.requests.append(request.url))
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        page.on("console", self._console)
+
+    def _console(self, message):
+        if message.type == "error" and not any(s in message.text for s, _ in HARMLESS_CONSOLE_ERRORS):
+            self.errors.append(f"console.error: {message.text} ({message.location.get('url')})")
+
+    def check(self) -> None:
+        """Fail on any JavaScript error or request to another host seen so far."""
+        foreign = [url for url in self.requests
+                   if urlsplit(url).scheme not in ("data", "blob") and urlsplit(url).hostname != "127.0.0.1"]
+        problems = self.errors + [f"request leaving 127.0.0.1: {url}" for url in foreign]
+        assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("page_path", toc_pages())
+def test_page(page_path, site_url, browser):
+    html = SITE / f"{page_path}.html"
+    assert html.is_file(), f"{html} is missing: is the site older than _toc.yml? run bash tools/book.sh"
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    log = PageLog(context, page)
+    try:
+        page.goto(f"{site_url}/{page_path}.html", wait_until="load")
+        page.wait_for_load_state("networkidle")
+        _wait_for_mathjax(page)
+        _wait_for_widgets(page)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # as loaded, before the sliders move
+        page.screenshot(path=str(SCREENSHOTS / f"{page_path.replace('/', '__')}.png"), full_page=True)
+        log.check()
+
+        assert page.title().strip(), "the page has no <title>"
+        assert page.locator("h1").first.inner_text().strip(), "the page has no <h1> heading"
+        errors = page.locator(ERROR_OUTPUTS)
+        assert errors.count() == 0, f"error output cells:\n{errors.first.inner_text()[:2000]}"
+        assert page.locator("mjx-merror").count() == 0, \
+            f"MathJax errors: {page.locator('mjx-merror').all_inner_texts()}"
+        assert not page.evaluate(_CLIPPED_EQUATIONS), "display equations cut off on the left"
+        assert "Error displaying widget" not in page.locator("body").inner_text()
+
+        frame_sliders = page.locator(FRAME_SLIDER)
+        sliders, in_frame_sliders = page.locator(".widget-slider"), frame_sliders.locator(".widget-slider")
+        assert sliders.count() == in_frame_sliders.count(), "a slider that is not a frame slider " \
+            "does nothing on the static site (use soteria_lib.widgets.frame_slider)"
+        if page_path.startswith(SLIDER_PAGES):
+            assert frame_sliders.count() > 0, f"{page_path} should have a pruning-rate frame slider"
+        for i in range(frame_sliders.count()):
+            _check_arrow_keys(page, frame_sliders.nth(i))
+        page.wait_for_load_state("networkidle")
+        log.check()
+    finally:
+        context.close()
+
+
+def _wait_for_widgets(page) -> None:
+    """Let the widget manager render every saved widget view (into a div.widget-subarea)."""
+    views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
+    if views:
+        state = page.locator('script[type="application/vnd.jupyter.widget-state+json"]')
+        assert state.count() == 1, "widget views but no saved widget state: the executed notebook lost it"
+        page.wait_for_function(f"document.querySelectorAll('.widget-subarea').length >= {views}")
+
+
+def _wait_for_mathjax(page) -> None:
+    """Let MathJax finish typesetting, if the page loads it."""
+    page.wait_for_function("() => !window.MathJax || (window.MathJax.startup && window.MathJax.startup.promise)")
+    page.evaluate("() => window.MathJax ? window.MathJax.startup.promise.then(() => true) : true")
+
+
+# Display equations that start left of their box, where no scroll bar reaches.
+_CLIPPED_EQUATIONS = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(
+    eq => eq.getBoundingClientRect().left < eq.parentElement.getBoundingClientRect().left - 1).length"""
+# SHA-256 of the image the frame slider shows (only the stack's selected frame is visible).
+_FRAME_DIGEST = """async (box) => {
+    const shown = [...box.querySelectorAll('img')].filter(img => img.offsetParent !== null);
+    if (shown.length !== 1 || !shown[0].src) return null;
+    const bytes = await (await fetch(shown[0].src)).arrayBuffer();
+    const digest = await crypto.subtle.digest('SHA-256', bytes);
+    return Array.from(new Uint8Array(digest), b => b.toString(16).padStart(2, '0')).join('');
+}"""
+
+
+def _check_arrow_keys(page, box) -> None:
+    """With the handle focused, one arrow key shows another frame, the opposite one the first
+    frame again (ArrowRight then ArrowLeft, or the reverse when the slider starts at its end)."""
+    handle = box.locator(".noUi-handle").first
+    readout = box.locator(".widget-readout").first
+    start_frame, start_label = box.evaluate(_FRAME_DIGEST), readout.inner_text()
+    assert start_frame, "the frame slider does not show exactly one image"
+    at_end = handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
+    keys = ("ArrowLeft", "ArrowRight") if at_end else ("ArrowRight", "ArrowLeft")
+    handle.focus()
+    for key in keys:
+        label, frame = readout.inner_text(), box.evaluate(_FRAME_DIGEST)
+        page.keyboard.press(key)
+        page.wait_for_function("([readout, label]) => readout.innerText !== label",
+                               arg=[readout.element_handle(), label], timeout=5000)
+        assert _frame_after(page, box, frame) != frame, f"{key} changed the label but not the frame"
+    assert readout.inner_text() == start_label
+    assert box.evaluate(_FRAME_DIGEST) == start_frame, "going back did not show the first frame again"
+
+
+def _frame_after(page, box, before: str, timeout_s: float = 5.0) -> str | None:
+    """The shown frame's digest once it differs from ``before``, or as it is after the timeout."""
+    for _ in range(int(timeout_s / 0.1)):
+        now = box.evaluate(_FRAME_DIGEST)
+        if now is not None and now != before:
+            return now
+        page.wait_for_timeout(100)
+    return box.evaluate(_FRAME_DIGEST)

@@ -1,0 +1,38 @@
+"""Sphinx extension (listed in _config.yml) that fixes two script problems of the book's pages.
+
+* Sphinx 7.4 registers an inline script that an extension adds after the builder started (as
+  sphinx-thebe and sphinx-togglebutton do) twice, once with the file name ``None`` and once
+  with ``''``; sphinx-thebe's second ``const THEBE_JS_URL = ...`` is then a JavaScript error on
+  every page. :func:`_dedupe` keeps the first copy of each script.
+* ipywidgets 8 typesets widget labels with the MathJax 2 call
+  ``MathJax.Hub.Queue(["Typeset", MathJax.Hub, element])``, an error under the MathJax 3 the
+  book uses. :data:`MATHJAX_HUB_SHIM` forwards that call to MathJax 3's ``typesetPromise``.
+"""
+
+MATHJAX_HUB_SHIM = """
+document.addEventListener("DOMContentLoaded", () => {
+  const mathjax = window.MathJax;  // deferred scripts, MathJax among them, have run by now
+  if (!mathjax || !mathjax.startup || mathjax.Hub) return;
+  mathjax.Hub = {Queue: (...calls) => calls.forEach((call) => {
+    if (Array.isArray(call) && call[0] === "Typeset") {
+      mathjax.startup.promise.then(() => mathjax.typesetPromise([call[2]]));
+    }
+  })};
+});
+"""
+
+
+def _dedupe(app, pagename, templatename, context, doctree):
+    scripts, seen, unique = context.get("script_files") or [], set(), []
+    for script in scripts:
+        key = (script.filename or "", script.priority, *sorted(script.attributes.items()))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    scripts[:] = unique
+
+
+def setup(app):
+    app.add_js_file(None, body=MATHJAX_HUB_SHIM)
+    app.connect("html-page-context", _dedupe, priority=900)  # after myst-nb adds its own scripts
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
