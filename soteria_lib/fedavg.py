@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     summary = {
-        **asdict(config), **run_tag, "device": str(device), "train_examples": len(train[1]), "test_examples": len(test[1]),
+        **asdict(config), **run_tag, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "train_examples": len(train[1]), "test_examples": len(test[1]),
         "final_accuracy": history[-1]["accuracy"], "seconds": round(time.perf_counter() - start, 2),
         "history": history,
     }

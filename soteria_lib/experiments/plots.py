@@ -26,7 +26,7 @@ def _finite(values) -> bool:
 def _panels(count: int) -> tuple[Figure, list]:
     columns = min(count, 2)
     rows = math.ceil(count / columns)
-    fig = Figure(figsize=(5.2 * columns, 3.8 * rows), layout="constrained")
+    fig = Figure(figsize=(4.4 * columns, 3.3 * rows), layout="constrained")  # readable at ~700 px
     axes = fig.subplots(rows, columns, squeeze=False).flatten().tolist()
     for ax in axes[count:]:
         ax.set_visible(False)
@@ -56,9 +56,9 @@ def mse_against_rate(groups: list[Group], metric: str = "mse") -> Figure:
         if metric == "mse" and ax.get_ylim()[1] > DIVERGED_MSE:
             ax.axhline(DIVERGED_MSE, color="grey", linestyle=":", linewidth=1, label="diverged above")
         ax.set_xlabel("pruning rate (%)")
-        ax.set_ylabel(f"median {metric} (IQR shaded)")
-        ax.set_title(title(group), fontsize=8)
-        ax.legend(fontsize=7)
+        ax.set_ylabel(f"median {metric}")
+        ax.set_title(title(group, short=True), fontsize=10)
+        ax.legend(fontsize=8)
     return fig
 
 
@@ -76,12 +76,12 @@ def mse_against_accuracy(groups: list[Group], metric: str = "mse") -> Figure:
             shown.add(cell.setting.defense)
             ax.scatter(100 * cell.accuracy, value, color=colour, marker=marker, label=label)
             ax.annotate(f"{cell.setting.value:g}" if cell.setting.parameter else "", (100 * cell.accuracy, value),
-                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+                        fontsize=8, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(f"FedAvg test accuracy (%), {group.accuracy_dataset or 'none'}")
         ax.set_ylabel(f"median {metric}")
-        ax.set_title(title(group), fontsize=8)
+        ax.set_title(title(group, short=True), fontsize=10)
         if shown:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=8)
     return fig
 
 

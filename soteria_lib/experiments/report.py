@@ -27,12 +27,14 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def title(group: Group) -> str:
+def title(group: Group, short: bool = False) -> str:
+    """The experiment's name; ``short`` (figure panels) leaves out the scale and attack options."""
     p = group.params
-    options = "" if p["attack_options"] == "{}" else f", options {p['attack_options']}"
-    adaptive = ", adaptive attacker" if p["adaptive"] else ""
+    options = "" if p["attack_options"] == "{}" or short else f", options {p['attack_options']}"
+    adaptive = ", adaptive" if p["adaptive"] else ""
+    scale = "" if short else f"{p['scale']} scale, "
     return (f"{p['attack'].upper()} on {DATASET_NAMES.get(p['dataset'], p['dataset'])} "
-            f"({p['scale']} scale, {p['max_iterations']} iterations{adaptive}{options})")
+            f"({scale}{p['max_iterations']} iterations{adaptive}{options})")
 
 
 def accuracy_note(group: Group) -> str:
