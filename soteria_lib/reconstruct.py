@@ -29,7 +29,7 @@ PROG = "soteria-reconstruct"
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block
-        self.exit(2, f"{PROG}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _positive_int(text: str) -> int:

@@ -113,3 +113,12 @@ def test_ctrl_c_still_writes_metrics_and_image(tmp_path, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] and 0 < metrics["iterations"] < 50
     assert (out / "reconstruction.png").is_file()
+
+
+def test_fedavg_usage_errors_name_the_fedavg_command(capsys):
+    from soteria_lib import fedavg
+
+    with pytest.raises(SystemExit) as exit_info:
+        fedavg.main(["--no_such_flag"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("soteria-fedavg: error: unrecognized arguments")

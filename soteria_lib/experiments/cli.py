@@ -19,24 +19,10 @@ from pathlib import Path
 
 from ..data import DatasetNotFoundError
 from ..files import write_atomic
+from ..reconstruct import _Parser, _positive_int
 from .grid import DEFAULT_FEDAVG_OUTPUT, GridError
 
 PROG = "soteria-experiments"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-_positive_int.__name__ = "positive int"
 
 
 def build_parser() -> argparse.ArgumentParser:
