@@ -78,11 +78,16 @@ def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normaliza
     return SharedUpdate(tuple(g.detach().clone() for g in gradients), metadata)
 
 
-def _num_classes(model: nn.Module) -> int:
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The model's last ``nn.Linear`` (in module order): its classifier, and Soteria's default layer."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError("the model has no nn.Linear classifier")
-    return linears[-1].out_features
+        raise ValueError("the model has no nn.Linear layer")
+    return linears[-1]
+
+
+def _num_classes(model: nn.Module) -> int:
+    return last_linear(model).out_features
 
 
 def parameter_index(model: nn.Module, parameter: torch.Tensor) -> int:

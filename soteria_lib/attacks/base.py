@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..threat import SharedUpdate, parameter_index
+from ..threat import SharedUpdate, last_linear, parameter_index
 
 ATTACKS: dict[str, Callable[..., "Reconstruction"]] = {}
 
@@ -93,14 +93,6 @@ def matching_masks(model: nn.Module, update: SharedUpdate, adaptive: bool = Fals
     return tuple(torch.zeros_like(m) if name in ignore_parameters else m for name, m in zip(names, masks))
 
 
-def last_linear_weight_index(model: nn.Module) -> int:
-    """Position of the last ``nn.Linear``'s weight in ``model.parameters()``."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("the model has no nn.Linear layer")
-    return parameter_index(model, linears[-1].weight)
-
-
 LABEL_RULES = ("weight", "bias")
 
 
@@ -122,10 +114,10 @@ def infer_label(model: nn.Module, update: SharedUpdate, rule: str = "weight") ->
         raise ValueError(f"unknown label rule {rule!r}; choose one of {list(LABEL_RULES)}")
     if update.metadata.batch_size != 1:
         raise ValueError("iDLG label inference needs a batch of one")
+    linear = last_linear(model)
     if rule == "bias":
-        linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         if linear.bias is None:
             raise ValueError("the last linear layer has no bias; use rule='weight'")
         return torch.argmin(update.gradients[parameter_index(model, linear.bias)]).reshape(1)
-    weight_grad = update.gradients[last_linear_weight_index(model)]
+    weight_grad = update.gradients[parameter_index(model, linear.weight)]
     return torch.argmin(weight_grad.sum(dim=1)).reshape(1)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.func import vjp, vmap
 
-from ..threat import parameter_index
+from ..threat import last_linear, parameter_index
 from .registry import check_rate, percentile, register_defense
 
 # Batched VJPs hold one input-sized gradient, plus every activation, per feature of a chunk.
@@ -47,10 +47,8 @@ def select_linear(model: nn.Module, layer: str | None = None) -> tuple[str, nn.L
     """The defended layer: ``layer`` by module path, or the model's last ``nn.Linear``."""
     modules = dict(model.named_modules())
     if layer is None:
-        linears = [(name, m) for name, m in modules.items() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError("the model has no nn.Linear layer to defend")
-        return linears[-1]
+        linear = last_linear(model)
+        return next(name for name, m in modules.items() if m is linear), linear
     if layer not in modules:
         raise ValueError(f"no layer named {layer!r} in the model")
     if not isinstance(modules[layer], nn.Linear):
