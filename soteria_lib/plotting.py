@@ -19,13 +19,15 @@ def to_display(image: torch.Tensor, normalization: Normalization | None = None):
 
 
 def show_images(images: Sequence[torch.Tensor], titles: Sequence[str],
-                normalization: Normalization | None = None, size: float = 1.8):
-    """One row of images with titles; returns the figure."""
+                normalization: Normalization | None = None, size: float = 1.8, suptitle: str | None = None):
+    """One row of images with titles (and a title over the row); returns the figure."""
     fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 1.2), squeeze=False)
     for ax, image, title in zip(axes[0], images, titles):
         ax.imshow(to_display(image, normalization), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -7,6 +7,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
+import torch  # noqa: E402
+
+from soteria_lib.plotting import show_images  # noqa: E402
 from soteria_lib.widgets import FRAME_SLIDER_CLASS, figure_png, frame_slider  # noqa: E402
 
 
@@ -19,6 +22,14 @@ def _png(text: str) -> bytes:
 @pytest.fixture(scope="module")
 def frames():
     return [_png(str(rate)) for rate in (0, 30, 60)]
+
+
+def test_a_frame_of_images_carries_its_titles():
+    fig = show_images([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)], ["private", "soteria"], suptitle="rate 60 %")
+    assert [ax.get_title() for ax in fig.axes] == ["private", "soteria"]
+    assert fig.get_suptitle() == "rate 60 %"
+    assert show_images([torch.zeros(1, 4, 4)], ["alone"]).get_suptitle() == ""
+    plt.close("all")
 
 
 def test_figure_png_closes_the_figure():

@@ -34,9 +34,11 @@ from .registry import check_rate, percentile, register_defense
 
 # Batched VJPs hold one input-sized gradient, plus every activation, per feature of a chunk.
 # On a GPU they win whenever they fit (budget: a quarter of the free memory). On this project's
-# 2-core CPU (bench/soteria_scores.py) they are 4-5x faster than the loop for LeNet, and tie
-# with it once fewer than about 16 features fit in a 64 MiB chunk (the GS ConvNet from width
-# 32 on); there the loop, which needs no chunk memory, is used.
+# 2-core CPU (bench/soteria_scores.py) they beat the published loop 6.5x for LeNet at batch 1
+# but only 1.5x at batch 8, where the loop's backward passes are batched too and both run the
+# same convolution kernels; they tie with the loop once fewer than about 16 features fit in a
+# 64 MiB chunk (the GS ConvNet from width 32 on); there the loop, which needs no chunk memory,
+# is used.
 CPU_CHUNK_BYTES = 64 * 2**20
 CPU_MIN_CHUNK = 16
 METHODS = ("auto", "loop", "batched")
