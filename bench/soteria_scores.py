@@ -27,11 +27,10 @@ batch 1 that fixed cost is most of the loop's time; at batch 8 every call of the
 carries 8 samples, so the ratio shrinks (on 2 CPU cores, LeNet: about 6.5x at batch 1, 1.5x at
 batch 8, where the fast path's convolution backward alone takes about half the loop's time).
 
-At batch 1 both paths run
-the same kernels; at batch 8 the loop's batched forward rounds differently (convolution kernels
-depend on the batch size), by about 1e-7 of the largest value, which is up to 1e-3 relative for
-the tiniest features; tests/test_defenses.py checks the per-feature 1e-6 agreement against a
-per-sample loop.
+At batch 1 both paths run the same kernels; at batch 8 the loop's batched forward rounds
+differently (convolution kernels depend on the batch size), by about 1e-7 of the largest
+value, which is up to 1e-3 relative for the tiniest features; tests/test_defenses.py checks
+the per-feature 1e-6 agreement against a per-sample loop.
 """
 from __future__ import annotations
 

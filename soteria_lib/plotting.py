@@ -61,13 +61,18 @@ def compare_representations(recovered: torch.Tensor, true: torch.Tensor, title: 
     return fig
 
 
-def plot_accuracy(histories: dict[str, list[dict]], path=None, title: str = "FedAvg test accuracy"):
-    """Test accuracy over rounds, one line per run; saved as PNG when ``path`` is given."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for label, history in histories.items():
-        ax.plot([h["round"] for h in history], [100 * h["accuracy"] for h in history], marker="o",
-                markersize=3, label=label)
+def plot_accuracy(histories: dict[str, list[dict]], path=None, title: str = "FedAvg test accuracy",
+                  ax=None, baseline: tuple[str, list[dict]] | None = None):
+    """Test accuracy over rounds, one line per run, plus ``baseline`` (label, history) in black
+    when given; drawn into ``ax`` (default: a new figure), saved as PNG when ``path`` is given.
+    Returns the figure."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5)) if ax is None else (ax.figure, ax)
+    runs = ([(*baseline, dict(color="black", linewidth=2))] if baseline else []) + \
+        [(label, history, dict(marker="o", markersize=3)) for label, history in histories.items()]
+    for label, history, style in runs:
+        ax.plot([h["round"] for h in history], [100 * h["accuracy"] for h in history], label=label, **style)
     ax.set_xlabel("round")
+    ax.set_xticks(sorted({h["round"] for _, history, _ in runs for h in history}))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
