@@ -44,7 +44,8 @@ import time
 import torch
 
 from soteria_lib.defenses import soteria_scores
-from soteria_lib.defenses.soteria import default_epsilon, plan_chunk, representation_fn, select_linear
+from soteria_lib.defenses.soteria import default_epsilon, plan_chunk
+from soteria_lib.introspection import representation_fn, select_linear
 from soteria_lib.models import get_model
 
 MODELS = {"lenet": ("lenet", {}), "convnet": ("convnet", {"width": 64})}

@@ -1,4 +1,4 @@
-"""Certified reconstruction distance: our formalisation of Soteria's robustness guarantee.
+"""Certified reconstruction distance: our formalisation of Soteria's robustness guarantee (chapter 7).
 
 **Statement (ours, not a quotation of the paper).** Let ``f: R^d -> R^l`` map an input X to the
 representation r entering the defended layer, and let f be L-Lipschitz in the Euclidean norm.
@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from torch.func import jvp, vjp
 
-from .defenses.soteria import representation_fn, select_linear
+from .defenses import get_defense
+from .introspection import eval_mode, representation_fn, select_linear
 
 
 @torch.no_grad()
@@ -130,12 +131,8 @@ def layer_lipschitz(module: nn.Module, input_shape: tuple[int, ...]) -> float:
 
 def global_lipschitz(model: nn.Module, input_shape: tuple[int, int, int], layer: str | None = None) -> float:
     """Certified upper bound on Lip(f): the product of the per-layer constants (eval mode)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return math.prod(layer_lipschitz(m, shape) for m, shape in feature_layers(model, input_shape, layer))
-    finally:
-        model.train(was_training)
 
 
 def local_lipschitz(model: nn.Module, x: torch.Tensor, layer: str | None = None,
@@ -144,9 +141,7 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, layer: str | None = None,
     _, linear = select_linear(model, layer)
     run = representation_fn(model, linear)
     f = lambda v: run(v.unsqueeze(0))[0]  # noqa: E731
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         x = x.detach()
         _, pullback = vjp(f, x)
         forward = lambda v: jvp(f, (x,), (v.to(x.dtype),))[1].double()  # noqa: E731
@@ -156,8 +151,6 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, layer: str | None = None,
             # torch.func.jvp's first call scripts a helper with the deprecated torch.jit.script
             warnings.filterwarnings("ignore", message=".*torch.jit.script", category=FutureWarning)
             return _power_iteration(forward, adjoint, x.shape, iterations, generator)
-    finally:
-        model.train(was_training)
 
 
 def representation_distance(r: torch.Tensor, keep: torch.Tensor) -> float:
@@ -173,8 +166,6 @@ def reconstruction_bound(r: torch.Tensor, keep: torch.Tensor, lipschitz: float, 
 
 def bound_curve(model: nn.Module, x: torch.Tensor, rates, epsilon: float | None = None) -> list[dict]:
     """(B1) at each pruning rate for one input ``x`` (C, H, W), with both Lipschitz constants."""
-    from .defenses import get_defense
-
     _, linear = select_linear(model)
     r = representation_fn(model, linear)(x.unsqueeze(0)).detach()[0]
     certified = global_lipschitz(model, tuple(x.shape))

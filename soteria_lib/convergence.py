@@ -1,4 +1,5 @@
 """FedAvg convergence with a masked gradient, on a convex surrogate where every constant is known.
+Chapter 7 teaches it; the mask is Soteria's own rule (:func:`soteria_lib.defenses.keep_mask`).
 
 **Setting** (Li, Huang, Yang, Wang, Zhang, ICLR 2020, "On the Convergence of FedAvg on Non-IID
 Data", Theorem 1). K clients with weights p_k = n_k / n and objectives F_k that are L-smooth and
@@ -37,7 +38,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .defenses.registry import check_rate, percentile
+from .defenses.registry import check_rate
+from .defenses.soteria import feature_jacobian_norms, feature_scores, keep_mask
+from .introspection import select_linear
 
 
 @dataclass
@@ -88,8 +91,7 @@ class Surrogate:
 
     def batch_mask(self, index: torch.Tensor, rate: float) -> torch.Tensor:
         """Soteria's keep-mask over the d columns for one batch (bias column always kept)."""
-        total = self.scores[index].sum(0)
-        keep = total.abs() >= percentile(total, rate).to(total.dtype)
+        keep = keep_mask(self.scores[index].sum(0), rate)
         return torch.cat([keep, torch.ones(1, dtype=torch.bool)])
 
 
@@ -198,14 +200,10 @@ def surrogate_from_model(model: torch.nn.Module, images: torch.Tensor, labels: t
     phi_j = (r_j - m_j) / (s_j sqrt(l)), with the data's mean m and standard deviation s. The
     frozen extractor is x -> phi, so Soteria's score of feature j for sample i is
     ||d phi_j / dx|| / |phi_j| = ||d r_j / dx|| / |r_j - m_j| (0 where both vanish)."""
-    from .defenses.soteria import feature_jacobian_norms, select_linear
-
     _, linear = select_linear(model)
     r, norms = feature_jacobian_norms(model, images, linear)
     r, norms = r.double(), norms.double()
     centred = r - r.mean(0)
     scale = r.std(0).clamp_min(1e-12) * math.sqrt(r.shape[1])
     features = torch.cat([centred / scale, torch.ones(len(r), 1, dtype=torch.float64)], dim=1)
-    zero = (centred == 0) & (norms == 0)
-    scores = torch.where(zero, 0.0, norms / torch.where(zero, 1.0, centred.abs()))
-    return Surrogate(features, labels.long(), parts, linear.out_features, l2, scores)
+    return Surrogate(features, labels.long(), parts, linear.out_features, l2, feature_scores(centred, norms, 0.0))

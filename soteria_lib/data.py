@@ -1,4 +1,4 @@
-"""Datasets and target images.
+"""Datasets and target images (every chapter; the targets are introduced in chapters 1 and 2).
 
 Images always leave this module as float tensors in ``[0, 1]`` with shape ``(C, H, W)``;
 normalisation to a dataset's mean/std is explicit (:class:`Normalization`), never hidden in

@@ -1,4 +1,4 @@
-"""Why a fully connected layer leaks its input, in closed form.
+"""Why a fully connected layer leaks its input, in closed form (chapter 1).
 
 For one sample and a layer ``z = W r + b`` the chain rule gives
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .defenses.soteria import representation_fn, select_linear
-from .threat import SharedUpdate, parameter_index
+from .introspection import parameter_index, representation_fn, select_linear
+from .threat import SharedUpdate
 
 
 def recover_representation(model: nn.Module, update: SharedUpdate, layer: str | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Reconstruction quality, with one declared convention.
+"""Reconstruction quality, with one declared convention (chapter 2; batches in chapter 8).
 
 Every metric compares images in **[0, 1] pixel space**: the attacker's output is mapped back
 with the declared :class:`~soteria_lib.data.Normalization` and *not clamped*, so a diverged

@@ -1,4 +1,4 @@
-"""Models used by the attacks and defenses, behind a small registry.
+"""Models used by the attacks and defenses, behind a small registry (chapters 2 and 3).
 
 Every model is a plain ``nn.Module`` returning logits: a feature extractor followed by one
 fully connected classifier ``z = W r + b`` whose input ``r`` is the *data representation*

@@ -1,4 +1,5 @@
 """The threat model in types: what the client keeps, what it shares, what the attacker gets.
+Taught on the book's threat-model page and in chapter 1.
 
 * :class:`PrivateBatch` stays on the client. Only :func:`share_update` and the metrics read it.
 * :class:`SharedUpdate` is what leaves the client: the (possibly defended) gradient of the
@@ -9,13 +10,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .data import Normalization
+from .introspection import num_classes
 
 Gradients = tuple[torch.Tensor, ...]
 Defense = Callable[[nn.Module, torch.Tensor, torch.Tensor, Gradients], Gradients]
@@ -70,34 +72,9 @@ def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normaliza
     metadata = UpdateMetadata(
         batch_size=batch.inputs.shape[0],
         input_shape=tuple(batch.inputs.shape[1:]),
-        num_classes=_num_classes(model),
+        num_classes=num_classes(model),
         normalization=normalization,
         defense=defense_name,
         extra={"labels": batch.labels.detach().clone()} if disclose_labels else {},
     )
     return SharedUpdate(tuple(g.detach().clone() for g in gradients), metadata)
-
-
-def last_linear(model: nn.Module) -> nn.Linear:
-    """The model's last ``nn.Linear`` (in module order): its classifier, and Soteria's default layer."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("the model has no nn.Linear layer")
-    return linears[-1]
-
-
-def _num_classes(model: nn.Module) -> int:
-    return last_linear(model).out_features
-
-
-def parameter_index(model: nn.Module, parameter: torch.Tensor) -> int:
-    """Position of ``parameter`` in ``model.parameters()``, hence of its gradient in an update."""
-    return [p is parameter for p in model.parameters()].index(True)
-
-
-def named_gradients(model: nn.Module, gradients: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Pair each gradient with its parameter's name (same order as ``model.parameters()``)."""
-    names = [name for name, _ in model.named_parameters()]
-    if len(names) != len(gradients):
-        raise ValueError(f"{len(gradients)} gradients for a model with {len(names)} parameters")
-    return dict(zip(names, gradients))

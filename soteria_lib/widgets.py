@@ -1,4 +1,5 @@
-"""Sliders over precomputed frames that work with a kernel and on the static site alike.
+"""Sliders over precomputed frames that work with a kernel and on the static site alike
+(chapters 4 and 5).
 
 :func:`frame_slider` shows one precomputed image per slider position. The slider's ``index``
 is tied to a :class:`ipywidgets.Stack` of :class:`ipywidgets.Image` frames by

@@ -54,7 +54,7 @@ def test_global_bound_is_never_below_the_local_estimate(build, shape):
 def test_local_estimate_matches_the_full_jacobian():
     model = get_model("lenet", (1, 28, 28))
     x = torch.rand(1, 28, 28)
-    from soteria_lib.defenses.soteria import representation_fn
+    from soteria_lib.introspection import representation_fn
     run = representation_fn(model, model.fc)
     jacobian = torch.autograd.functional.jacobian(lambda v: run(v.unsqueeze(0))[0], x).reshape(588, -1)
     exact = torch.linalg.matrix_norm(jacobian.double(), ord=2).item()

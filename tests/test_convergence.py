@@ -7,7 +7,7 @@ from torch import nn
 from soteria_lib.convergence import (constants, li_bound, masked_bound, run_surrogate_fedavg,
                                      surrogate_from_model, variance_term)
 from soteria_lib.data import load_dataset
-from soteria_lib.fl import split_dirichlet
+from soteria_lib.federated import split_dirichlet
 
 
 @pytest.fixture(scope="module")

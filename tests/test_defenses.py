@@ -6,7 +6,8 @@ from torch import nn
 
 from soteria_lib.data import Normalization
 from soteria_lib.defenses import get_defense, mask_statistics, soteria_scores
-from soteria_lib.defenses.soteria import default_epsilon, plan_chunk, representation_fn, select_linear
+from soteria_lib.defenses.soteria import default_epsilon, plan_chunk
+from soteria_lib.introspection import representation_fn, select_linear
 from soteria_lib.models import get_model
 from soteria_lib.threat import PrivateBatch, loss_gradients, share_update
 

@@ -3,7 +3,7 @@ import torch
 
 from soteria_lib.attacks import get_attack
 from soteria_lib.data import Normalization
-from soteria_lib.experiment import Setup, run_reconstruction
+from soteria_lib.pipeline import Setup, run_reconstruction
 from soteria_lib.models import get_model
 from soteria_lib.threat import PrivateBatch, share_update
 

@@ -2,10 +2,12 @@ import pytest
 import torch
 
 from soteria_lib.attacks import get_attack
-from soteria_lib.attacks.gs import Objective, cosine_cost, l2_cost, milestones, total_variation
+from soteria_lib.attacks import cosine_cost, l2_cost
+from soteria_lib.attacks.gs import Objective, milestones, total_variation
 from soteria_lib.data import dataset_info
 from soteria_lib.defenses import get_defense
-from soteria_lib.experiment import Setup, run_reconstruction
+from soteria_lib.pipeline import Setup, run_reconstruction
+from soteria_lib.scales import SCALES
 from soteria_lib.metrics import image_metrics
 from soteria_lib.models import ConvNet, get_model
 from soteria_lib.threat import PrivateBatch, share_update
@@ -154,7 +156,7 @@ def test_undefended_gs_gains_6_db_over_its_random_start(undefended):
     assert undefended.reconstruction.frames[0][0] == 0
     assert metrics["psnr"] >= start["psnr"] + 6, (start["psnr"], metrics["psnr"])
     assert metrics["model"] == "convnet" and metrics["model_options"] == {"width": 16}
-    assert metrics["iterations"] == get_attack("gs").scales["teaching"] and metrics["label_correct"]
+    assert metrics["iterations"] == SCALES["teaching"].attacks["gs"].iterations and metrics["label_correct"]
 
 
 def test_soteria_at_60_percent_raises_the_error(data_root, undefended):

@@ -5,7 +5,7 @@ import torch
 
 from soteria_lib.defenses import get_defense
 from soteria_lib.defenses.noise import clip_global_norm
-from soteria_lib.experiment import Setup, defense_params, validate
+from soteria_lib.pipeline import Setup, validate
 
 # One "update" of 200,000 zero entries in two tensors: the output is the noise itself.
 ZEROS = (torch.zeros(400, 250), torch.zeros(100_000))
@@ -62,10 +62,10 @@ def test_bad_noise_parameters(name, params, message):
 
 
 def test_setup_maps_noise_and_clip_and_seeds_from_the_run():
-    params = defense_params(Setup(defense="dp-laplace", noise=0.1, clip=2.0, seed=5))
+    params = Setup(defense="dp-laplace", noise=0.1, clip=2.0, seed=5).defense_params()
     assert params == {"scale": 0.1, "clip": 2.0, "seed": 6}
-    assert defense_params(Setup(defense="dp-gaussian", noise=0.3))["sigma"] == 0.3
-    with pytest.raises(ValueError, match="noise and clip"):
-        defense_params(Setup(defense="soteria", pruning_rate=10, noise=0.1))
+    assert Setup(defense="dp-gaussian", noise=0.3).defense_params()["sigma"] == 0.3
+    with pytest.raises(ValueError, match="noise does not apply"):
+        Setup(defense="soteria", pruning_rate=10, noise=0.1).defense_params()
     with pytest.raises(ValueError, match="sigma"):
         validate(Setup(defense="dp-gaussian", noise=-1.0))

@@ -3,8 +3,8 @@ import inspect
 import pytest
 import torch
 
-from soteria_lib.attacks import ATTACKS, get_attack
-from soteria_lib.attacks.base import infer_label
+from soteria_lib.attacks import ATTACKS, attack_info, get_attack
+from soteria_lib.attacks import infer_label
 from soteria_lib.data import Normalization
 from soteria_lib.leakage import recover_representation, true_representation
 from soteria_lib.models import get_model
@@ -21,9 +21,11 @@ def _update(shape=(3, 32, 32), label=7, seed=0, defense=None):
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_attacks_take_only_the_model_and_the_shared_update(name):
     parameters = inspect.signature(get_attack(name)).parameters
-    positional = [p for p in parameters.values() if p.default is inspect.Parameter.empty]
+    positional = [p for p in parameters.values() if p.default is inspect.Parameter.empty
+                  and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     assert [p.name for p in positional] == ["model", "update"]
-    assert not {"inputs", "labels", "batch", "images", "target", "truth"} & set(parameters)
+    private = {"inputs", "labels", "batch", "images", "target", "truth"}
+    assert not private & set(parameters) and not private & set(attack_info(name).settings())
 
 
 def test_shared_update_holds_gradients_and_metadata_only():

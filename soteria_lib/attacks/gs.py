@@ -1,4 +1,4 @@
-"""GS, "Inverting Gradients" (Geiping et al., NeurIPS 2020), as Soteria's authors ran it.
+"""GS, "Inverting Gradients" (Geiping et al., NeurIPS 2020), as Soteria's authors ran it. Chapter 3.
 
 The attacker is given the label ``y`` (or reads it from the gradient, iDLG) and draws ``R``
 dummy batches ``x'_r ~ N(0, 1)`` in the dataset's normalised space. Every restart ``r`` solves
@@ -30,12 +30,12 @@ batching gain) and the true, unsigned gradient; one iteration is one gradient ev
 for every optimiser (``max_iter=1`` for L-BFGS).
 
 The client's loss is the mean cross-entropy; the published client used ``0.5 * CE``, which
-changes nothing for the cosine (1) but does for (2).
+changes nothing for the cosine (1) but does for (2). Settings: :class:`GSConfig`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
@@ -43,31 +43,14 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..threat import SharedUpdate
-from .base import Reconstruction, infer_label, matching_masks, register_attack
+from ..scales import SCALES
+from ..threat import Gradients, SharedUpdate
+from .labels import infer_label
+from .matching import cosine_cost, l2_cost, masked, matching_masks
+from .registry import attack_info, check_count, check_finite, register_attack
+from .result import Reconstruction
 
-# Paper: the published 24,000 iterations (on the width-64 ConvNet). Teaching: 400 iterations, run
-# by the experiment on a width-16 ConvNet: about 15 s on 2 CPU cores, and a PSNR gain of 6 to 8 dB
-# over the random start on CIFAR-10 test images (milestones scale with the budget).
-SCALES = {"teaching": 400, "paper": 24_000}
 MILESTONE_DIVISORS = (2.667, 1.6, 1.142)
-
-Gradients = tuple[torch.Tensor, ...]
-
-
-def cosine_cost(dummy: Gradients, shared: Gradients) -> torch.Tensor:
-    """Equation (1): one minus the cosine between the concatenated gradients."""
-    dot = sum((d * s).sum() for d, s in zip(dummy, shared))
-    dummy_norm = sum(d.pow(2).sum() for d in dummy).sqrt()
-    shared_norm = sum(s.pow(2).sum() for s in shared).sqrt()
-    return 1 - dot / (dummy_norm * shared_norm)
-
-
-def l2_cost(dummy: Gradients, shared: Gradients) -> torch.Tensor:
-    """Equation (2): squared Euclidean distance summed over all tensors (DLG's cost)."""
-    return sum((d - s).pow(2).sum() for d, s in zip(dummy, shared))
-
-
 COSTS: dict[str, Callable[[Gradients, Gradients], torch.Tensor]] = {"sim": cosine_cost, "l2": l2_cost}
 
 
@@ -112,9 +95,7 @@ class Objective:
         self._vmapped = vmap(self._restart_cost)
 
     def _terms(self, dummy: Gradients, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.masks is not None:
-            dummy = tuple(d * m for d, m in zip(dummy, self.masks))
-        matching = self.cost(dummy, self.shared)
+        matching = self.cost(masked(dummy, self.masks), self.shared)
         return matching + self.tv * total_variation(x), matching
 
     def _restart_cost(self, x: torch.Tensor):
@@ -153,50 +134,69 @@ def _labels(model: nn.Module, update: SharedUpdate, infer_labels: bool) -> torch
     return known
 
 
-def _check(model: nn.Module, max_iterations: int, restarts: int, tv: float, cost_fn: str, optimizer: str):
-    if max_iterations < 0:
-        raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
-    if restarts < 1:
-        raise ValueError(f"restarts must be >= 1, got {restarts}")
-    if tv < 0:
-        raise ValueError(f"tv must be >= 0, got {tv}")
-    if cost_fn not in COSTS:
-        raise ValueError(f"unknown cost_fn {cost_fn!r}; choose one of {sorted(COSTS)}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+def _check_eval_mode(model: nn.Module) -> None:
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()):
         raise ValueError("GS runs BatchNorm in eval mode, as the client did: call model.eval() first")
 
 
-@register_attack("gs", scales=SCALES)
-def gs(model: nn.Module, update: SharedUpdate, max_iterations: int = SCALES["teaching"], restarts: int = 1,
-       tv: float = 1e-4, cost_fn: str = "sim", optimizer: str = "adam", lr: float | None = None,
-       signed: bool = True, batched: bool = True, infer_labels: bool = False, seed: int = 0,
-       progress: bool = True, frame_every: int = 0, adaptive: bool = False,
-       ignore_parameters: Sequence[str] = ()) -> Reconstruction:
-    """Run GS with ``restarts`` dummies for ``max_iterations`` steps each; Ctrl-C stops early and
-    still returns the best restart's current image.
+@dataclass(frozen=True)
+class GSConfig:
+    """GS's settings. ``max_iterations`` defaults to the teaching budget; ``restarts`` independent
+    dummies; ``tv`` weighs the total variation (3); ``cost_fn`` is ``sim`` (1) or ``l2`` (2);
+    ``optimizer`` is ``adam``, ``sgd`` or ``lbfgs`` with its own default ``lr`` unless one is given;
+    ``signed`` feeds Adam and SGD the sign of the gradient (the published set-up); ``batched``
+    evaluates the restarts in one vmapped pass. ``adaptive`` leaves entries that are exactly zero
+    in the shared update out of the matching, and ``ignore_parameters`` whole gradients, norms
+    included (see :func:`~soteria_lib.attacks.matching.matching_masks`)."""
 
-    ``lr`` defaults to the optimiser's (Adam 0.1, SGD 0.01, L-BFGS 1). ``signed`` feeds Adam and
-    SGD the sign of the gradient (the published set-up). ``frame_every > 0`` records the image of
-    the currently best restart every that many steps. ``adaptive`` leaves entries that are exactly
-    zero in the shared update out of the matching (see ``visible_masks``); ``ignore_parameters``
-    (names as in ``model.named_parameters()``) leaves whole gradients out of it, norms included
-    (see ``matching_masks``). ``details`` of the
-    result hold ``restarts``, ``best_restart`` and every restart's final matching cost.
+    max_iterations: int = SCALES["teaching"].attacks["gs"].iterations
+    restarts: int = 1
+    tv: float = 1e-4
+    cost_fn: str = "sim"
+    optimizer: str = "adam"
+    lr: float | None = None
+    signed: bool = True
+    batched: bool = True
+    infer_labels: bool = False
+    adaptive: bool = False
+    ignore_parameters: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "ignore_parameters", tuple(self.ignore_parameters))
+        check_count("max_iterations", self.max_iterations, 0)
+        check_count("restarts", self.restarts, 1)
+        check_finite("tv", self.tv, positive=False)
+        if self.lr is not None:
+            check_finite("lr", self.lr)
+        if self.cost_fn not in COSTS:
+            raise ValueError(f"unknown cost_fn {self.cost_fn!r}; choose one of {sorted(COSTS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+
+
+@register_attack("gs", config=GSConfig, model="convnet", normalize=True, train_split=False, labels_known=True)
+def gs(model: nn.Module, update: SharedUpdate, config: GSConfig | None = None, *, seed: int = 0,
+       progress: bool = True, frame_every: int = 0, **settings) -> Reconstruction:
+    """Run GS with ``config.restarts`` dummies for ``config.max_iterations`` steps each; Ctrl-C
+    stops early and still returns the best restart's current image. ``settings`` override fields
+    of ``config`` (``gs(model, update, restarts=4)``). ``frame_every > 0`` records the image of the
+    currently best restart every that many steps. ``details`` of the result hold ``restarts``,
+    ``best_restart`` and every restart's final matching cost.
     """
-    _check(model, max_iterations, restarts, tv, cost_fn, optimizer)
-    spec = OPTIMIZERS[optimizer]
+    config = attack_info("gs").configure(config, **settings)
+    _check_eval_mode(model)
+    max_iterations, restarts, signed = config.max_iterations, config.restarts, config.signed
+    spec = OPTIMIZERS[config.optimizer]
     meta = update.metadata
     device = update.gradients[0].device
     shared = tuple(g.to(device) for g in update.gradients)
-    masks = matching_masks(model, update, adaptive, ignore_parameters)
+    masks = matching_masks(model, update, config.adaptive, config.ignore_parameters)
     if masks is not None:  # the shared side too: a no-op for the adaptive mask, drops ignored tensors
         masks = tuple(m.to(device, shared[0].dtype) for m in masks)
-        shared = tuple(s * m for s, m in zip(shared, masks))
-    labels = _labels(model, update, infer_labels).to(device)
-    objective = Objective(model, shared, labels, cost_fn, tv, masks)
-    evaluate = objective.batched if batched else objective.sequential
+        shared = masked(shared, masks)
+    labels = _labels(model, update, config.infer_labels).to(device)
+    objective = Objective(model, shared, labels, config.cost_fn, config.tv, masks)
+    evaluate = objective.batched if config.batched else objective.sequential
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = torch.randn((restarts, meta.batch_size, *meta.input_shape), generator=generator).to(device)
@@ -204,7 +204,7 @@ def gs(model: nn.Module, update: SharedUpdate, max_iterations: int = SCALES["tea
     # Elementwise optimisers: one over the whole stack. L-BFGS: one per restart.
     groups = [start] if spec.elementwise else list(start.split(1))
     groups = [g.clone().requires_grad_(True) for g in groups]
-    optimizers = [spec.build([g], spec.lr if lr is None else lr) for g in groups]
+    optimizers = [spec.build([g], spec.lr if config.lr is None else config.lr) for g in groups]
     schedulers = [torch.optim.lr_scheduler.MultiStepLR(o, milestones(max_iterations), gamma=0.1)
                   for o in optimizers]
     current = torch.full((restarts,), float("nan"))

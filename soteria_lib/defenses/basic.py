@@ -1,12 +1,13 @@
-"""Baseline defenses: the identity and gradient magnitude pruning (model compression)."""
+"""Baseline defenses: the identity and gradient magnitude pruning (model compression), chapter 5."""
 from __future__ import annotations
 
 import torch
 
-from .registry import check_rate, percentile, register_defense
+from ..quantiles import percentile
+from .registry import check_rate, register_defense
 
 
-@register_defense("none")
+@register_defense("none", title="no defense", order=0, style=("black", "*"), aliases=("no",))
 class NoDefense:
     """Share the gradient as computed (a copy, so callers may modify it freely)."""
 
@@ -14,7 +15,8 @@ class NoDefense:
         return tuple(g.clone() for g in gradients)
 
 
-@register_defense("prune")
+@register_defense("prune", title="gradient pruning", order=2, style=("tab:blue", "s"),
+                  strength="pruning_rate", keyword="pruning_rate")
 class MagnitudePruning:
     """Model compression: in each gradient tensor separately, zero the entries whose magnitude
     lies below the ``pruning_rate``-th percentile of that tensor's magnitudes,

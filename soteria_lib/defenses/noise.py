@@ -1,4 +1,4 @@
-"""Noise baselines, the "differential privacy" defenses that Soteria is compared with.
+"""Noise baselines, the "differential privacy" defenses that Soteria is compared with (chapter 5).
 
 Optionally clip, then perturb every entry of every gradient tensor independently:
 
@@ -22,8 +22,6 @@ import math
 import torch
 
 from .registry import register_defense
-
-NOISE_PARAMETERS = {"dp-gaussian": "sigma", "dp-laplace": "scale"}  # defense -> its noise keyword
 
 
 def _check_non_negative(name: str, value: float) -> float:
@@ -60,7 +58,8 @@ class _AdditiveNoise:
         return tuple(g + self.level * self.unit_noise(g.shape).to(g.device, g.dtype) for g in out)
 
 
-@register_defense("dp-gaussian")
+@register_defense("dp-gaussian", title="Gaussian noise", order=3, style=("tab:green", "^"),
+                  strength="noise", keyword="sigma", options=("clip",), seeded=True, family="noise")
 class GaussianNoise(_AdditiveNoise):
     """Equation (2) with ``n_j ~ N(0, sigma^2)``."""
 
@@ -71,7 +70,8 @@ class GaussianNoise(_AdditiveNoise):
         return torch.randn(shape, generator=self.generator)
 
 
-@register_defense("dp-laplace")
+@register_defense("dp-laplace", title="Laplace noise", order=4, style=("tab:purple", "v"),
+                  strength="noise", keyword="scale", options=("clip",), seeded=True, family="noise")
 class LaplaceNoise(_AdditiveNoise):
     """Equation (2) with ``n_j ~ Laplace(0, scale)``, density ``exp(-|n|/b) / 2b``."""
 

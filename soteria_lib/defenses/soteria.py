@@ -1,4 +1,4 @@
-"""Soteria (Sun et al., CVPR 2021): prune the data representation that leaks most.
+"""Soteria (Sun et al., CVPR 2021): prune the data representation that leaks most. Chapter 4.
 
 Let ``r = f(x)`` be the input of the defended linear layer ``z = W r + b`` (by default the
 model's last ``nn.Linear``, or the one named by its module path). For every feature ``i`` and
@@ -29,8 +29,9 @@ import torch
 from torch import nn
 from torch.func import vjp, vmap
 
-from ..threat import last_linear, parameter_index
-from .registry import check_rate, percentile, register_defense
+from ..introspection import eval_mode, parameter_index, representation_fn, select_linear
+from ..quantiles import percentile
+from .registry import check_rate, register_defense
 
 # Batched VJPs hold one input-sized gradient, plus every activation, per feature of a chunk.
 # On a GPU they win whenever they fit (budget: a quarter of the free memory). On this project's
@@ -43,61 +44,6 @@ CPU_CHUNK_BYTES = 64 * 2**20
 CPU_MIN_CHUNK = 16
 METHODS = ("auto", "loop", "batched")
 _PROBE_SEED = 20201209  # fixed: the zero-feature certificate is deterministic
-
-
-def select_linear(model: nn.Module, layer: str | None = None) -> tuple[str, nn.Linear]:
-    """The defended layer: ``layer`` by module path, or the model's last ``nn.Linear``."""
-    modules = dict(model.named_modules())
-    if layer is None:
-        linear = last_linear(model)
-        return next(name for name, m in modules.items() if m is linear), linear
-    if layer not in modules:
-        raise ValueError(f"no layer named {layer!r} in the model")
-    if not isinstance(modules[layer], nn.Linear):
-        raise ValueError(f"layer {layer!r} is a {type(modules[layer]).__name__}, not nn.Linear")
-    return layer, modules[layer]
-
-
-class _Captured(Exception):
-    """Raised by the hook to stop the forward pass once r is known."""
-
-
-def representation_fn(model: nn.Module, linear: nn.Linear):
-    """``x -> r``: the flattened input of ``linear`` when ``model`` runs on ``x``."""
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        captured = []
-
-        def hook(module, args):
-            captured.append(args[0])
-            raise _Captured
-
-        handle = linear.register_forward_pre_hook(hook)
-        try:
-            model(x)
-        except _Captured:
-            pass
-        finally:
-            handle.remove()
-        if not captured:
-            raise ValueError("the defended layer was not called in the forward pass")
-        return captured[0].flatten(1)
-
-    return run
-
-
-class _EvalMode:
-    """Run ``model`` in eval mode (BatchNorm on running statistics), then restore its mode."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
 
 
 def default_epsilon(model: nn.Module) -> float:
@@ -192,7 +138,7 @@ def feature_jacobian_norms(model: nn.Module, inputs: torch.Tensor, linear: nn.Li
     to float rounding. Each sample has its own Jacobian; samples need not be independent.
     """
     run = representation_fn(model, linear)
-    with _EvalMode(model):
+    with eval_mode(model):
         chunk = plan_chunk(model, run, inputs[:1].detach(), method)
         pairs = [_sample_norms(run, inputs[b:b + 1].detach(), chunk) for b in range(len(inputs))]
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
@@ -204,12 +150,19 @@ def soteria_scores(model: nn.Module, inputs: torch.Tensor, layer: str | None = N
     _, linear = select_linear(model, layer)
     eps = default_epsilon(model) if epsilon is None else float(epsilon)
     r, norms = feature_jacobian_norms(model, inputs, linear, method)
-    zero = (r == 0) & (norms == 0)
-    per_sample = torch.where(zero, torch.zeros_like(norms), norms / torch.where(zero, 1.0, r.abs() + eps))
+    per_sample = feature_scores(r, norms, eps)
     if not torch.isfinite(per_sample).all():
         raise FloatingPointError("non-finite Soteria score: a feature with r_i = 0 has a non-zero "
                                  "input gradient; use epsilon > 0")
     return per_sample.sum(0)
+
+
+def feature_scores(r: torch.Tensor, norms: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Each sample's term ``s_{b,i} = ||dr_{b,i}/dx_b|| / (|r_{b,i}| + epsilon)`` of equation (1),
+    from the representation ``r`` and its Jacobian row norms ``norms`` (same shape): 0 where both
+    vanish (a dead feature), ``inf`` where only ``r`` does and ``epsilon`` is 0."""
+    zero = (r == 0) & (norms == 0)
+    return torch.where(zero, torch.zeros_like(norms), norms / torch.where(zero, 1.0, r.abs() + epsilon))
 
 
 def keep_mask(scores: torch.Tensor, pruning_rate: float) -> torch.Tensor:
@@ -227,7 +180,8 @@ def mask_statistics(scores: torch.Tensor, pruning_rate: float) -> dict:
             "threshold": float(percentile(scores, pruning_rate))}
 
 
-@register_defense("soteria")
+@register_defense("soteria", title="Soteria", order=1, style=("tab:red", "o"), strength="pruning_rate",
+                  keyword="pruning_rate", options=("epsilon",), aliases=("ours",))
 class Soteria:
     """Soteria's defense: zero the defended layer's weight-gradient columns of the
     lowest-scoring features (equation 1). ``layer`` names an ``nn.Linear`` by module path

@@ -1,10 +1,15 @@
 """Running a grid: skip what is done, run the rest over worker processes, record as runs finish.
+Its results are chapter 5's evidence.
 
 The parent process is the only writer: workers return a finished run's row and the parent
 appends it to the CSV at once, so an interrupted sweep keeps everything finished so far and a
 second call picks up where the first stopped. FedAvg runs are scheduled first (they are the
 longest); the reconstructions follow in a fixed shuffled order, so that the progress bar's ETA
 averages over every kind of run from the start.
+
+A FedAvg cell is :func:`soteria_lib.federated.run_experiment` writing into its folder
+(:meth:`~.grid.FedAvgSpec.folder`); one whose ``metrics.json`` holds the requested experiment is
+skipped, one written for another is an error (it is never overwritten).
 """
 from __future__ import annotations
 
@@ -22,10 +27,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..attacks import attack_info
 from ..data import load_dataset
-from ..experiment import ATTACK_PRESETS, run_reconstruction
-from ..files import write_atomic
-from . import fedavg_cells
+from ..federated import read_result, run_experiment
+from ..files import write_json
+from ..pipeline import run_reconstruction
 from .grid import FedAvgSpec, Grid, GridError, ReconstructionSpec
 from .results import append_row, prepare, result_row, run_key
 
@@ -64,7 +70,7 @@ def check_data(grid: Grid, data_root: str | None) -> None:
     needed = {}
     for spec in grid.reconstructions:
         if spec.target_id >= 0:  # -1, the embedded photograph, needs no dataset
-            split = (spec.dataset, ATTACK_PRESETS[spec.attack]["train_split"])
+            split = (spec.dataset, attack_info(spec.attack).train_split)
             needed[split] = max(needed.get(split, 0), spec.target_id)
     for spec in grid.fedavg:
         for train in (True, False):
@@ -82,7 +88,7 @@ def plan(grid: Grid, csv_path: Path, data_root: str | None = None) -> Plan:
     (FedAvg options and folders, datasets, the CSV's columns) comes before the CSV is touched."""
     result = Plan()
     for spec in sorted(grid.fedavg, key=lambda s: s.setting.defense != "soteria"):  # Soteria is slowest
-        if fedavg_cells.is_done(spec):  # raises on a cell of another configuration
+        if is_done(spec):  # raises on a cell of another configuration
             result.skipped_fedavg += 1
         else:
             result.tasks.append(spec)
@@ -95,8 +101,21 @@ def plan(grid: Grid, csv_path: Path, data_root: str | None = None) -> Plan:
     return result
 
 
-def run_reconstruction_task(spec: ReconstructionSpec, device: str, data_root: str | None, commit: str):
-    """One reconstruction; its CSV row, or None if it was interrupted (never recorded)."""
+def is_done(spec: FedAvgSpec) -> bool:
+    """True when the cell's ``metrics.json`` holds this experiment; raises if it holds another."""
+    path = spec.folder() / "metrics.json"
+    if not path.exists():
+        return False
+    stored = read_result(spec.folder())
+    for key, value in spec.experiment().identity().items():
+        if stored.get(key) != value:
+            raise GridError(f"{path} was written for {key} = {stored.get(key)!r}, the grid asks for {value!r}; "
+                            "remove it or choose another FedAvg output folder")
+    return True
+
+
+def reconstruction_row(spec: ReconstructionSpec, device: str, data_root: str | None, commit: str):
+    """One reconstruction as its CSV row, or None if it was interrupted (never recorded)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     result = run_reconstruction(spec.setup(device, data_root), progress=False)
     if result.metrics["interrupted"]:
@@ -104,11 +123,11 @@ def run_reconstruction_task(spec: ReconstructionSpec, device: str, data_root: st
     return result_row(spec, result.metrics, time.perf_counter() - start, time.process_time() - cpu_start, commit)
 
 
-def run_fedavg_task(spec: FedAvgSpec, device: str, data_root: str | None, commit: str):
-    fedavg_cells.run_cell(spec, device, data_root)
+def fedavg_cell(spec: FedAvgSpec, device: str, data_root: str | None, commit: str) -> None:
+    run_experiment(spec.experiment(), spec.folder(), device, data_root, progress=False)
 
 
-TASK_RUNNERS = {ReconstructionSpec: run_reconstruction_task, FedAvgSpec: run_fedavg_task}
+TASK_RUNNERS = {ReconstructionSpec: reconstruction_row, FedAvgSpec: fedavg_cell}
 
 
 class RunFailed(RuntimeError):
@@ -207,7 +226,10 @@ def sessions_path(csv_path: Path) -> Path:
 
 def log_session(csv_path: Path, session: dict) -> None:
     """Append ``session`` to the sweep's log of sessions (how long each call took, and where)."""
+    write_json(sessions_path(csv_path), [*read_sessions(csv_path), session])
+
+
+def read_sessions(csv_path: Path) -> list[dict]:
+    """The log of every session that ran the sweep of ``csv_path`` (empty if none did)."""
     path = sessions_path(csv_path)
-    sessions = json.loads(path.read_text()) if path.exists() else []
-    sessions.append(session)
-    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(sessions, indent=2) + "\n"))
+    return json.loads(path.read_text()) if path.exists() else []

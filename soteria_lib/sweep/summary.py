@@ -1,4 +1,5 @@
-"""From the results CSV to per-cell statistics and Soteria's MSE ratios at matched accuracy.
+"""From the results CSV to per-cell statistics and Soteria's MSE ratios at matched accuracy
+(chapter 5's tables).
 
 Rows are grouped by experiment (attack, dataset, scale, iteration budget, adaptive attacker,
 attack options) and, within one, by defense setting. Each cell reports the median and the
@@ -16,8 +17,9 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .fedavg_cells import read_accuracies
-from .grid import DefenseSetting
+from ..defenses import DefenseSetting
+from ..federated import read_results
+from ..quantiles import quantile
 from .results import DIVERGED_MSE, read_rows
 
 GROUP_COLUMNS = ("attack", "dataset", "scale", "max_iterations", "adaptive", "attack_options")
@@ -87,16 +89,6 @@ class Group:
     cpu_seconds: float  # summed over the group's runs: its cost on dedicated cores
 
 
-def quantile(values: list[float], q: float) -> float:
-    """Linear-interpolation quantile (NumPy's default) that keeps ``inf`` instead of making NaN."""
-    ordered = sorted(math.inf if math.isnan(v) else v for v in values)
-    position = q * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    a, b = ordered[low], ordered[high]
-    return a if a == b or position == low else a + (b - a) * (position - low)
-
-
 def quartiles(values: list[float]) -> Quartiles:
     return Quartiles(quantile(values, 0.25), quantile(values, 0.5), quantile(values, 0.75))
 
@@ -154,6 +146,20 @@ def equal_rate(cells: list[Cell]) -> list[dict]:
     return pairs
 
 
+def read_accuracies(root: str | Path) -> dict[tuple[str, DefenseSetting], dict]:
+    """Every FedAvg run under ``root``: ``(dataset, setting) -> metrics.json`` without its history
+    (runs of a defense that is not registered are left out)."""
+    cells = {}
+    for name, stored in read_results(root).items():
+        stored.pop("history", None)
+        try:
+            setting = DefenseSetting.of(stored["defense"], stored.get("pruning_rate"), stored.get("noise"))
+        except ValueError:
+            continue
+        cells[(stored["dataset"], setting)] = {**stored, "path": str(Path(root) / name / "metrics.json")}
+    return cells
+
+
 def accuracy_dataset(dataset: str, accuracies: dict) -> str | None:
     """The dataset whose FedAvg cells give ``dataset``'s accuracies: itself, else MNIST, else none."""
     available = {d for d, _ in accuracies}
@@ -179,36 +185,15 @@ def summarize(csv_path: str | Path, fedavg_root: str | Path) -> tuple[list[Group
         params = dict(zip(GROUP_COLUMNS, key))
         source = accuracy_dataset(params["dataset"], accuracies)
         cells = [make_cell(s, by_setting[s], accuracies.get((source, s), {}).get("final_accuracy"))
-                 for s in sorted(by_setting, key=_setting_order)]
+                 for s in sorted(by_setting, key=DefenseSetting.sort_key)]
         cpu = sum(r["cpu_seconds"] for rows in by_setting.values() for r in rows)
         groups.append(Group(params, source, cells, match_soteria(cells), equal_rate(cells), cpu))
     return groups, accuracies
 
 
-DEFENSE_ORDER = ("none", "soteria", "prune", "dp-gaussian", "dp-laplace")
-
-
-def _setting_order(setting: DefenseSetting) -> tuple:
-    return (DEFENSE_ORDER.index(setting.defense), setting.value)
-
-
-def _finite(value):
-    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
-
-
-def _jsonable(value):
-    if isinstance(value, DefenseSetting):
-        return {"defense": value.defense, "value": value.value}
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return _finite(value)
-
-
 def fedavg_records(accuracies: dict) -> list[dict]:
     """The FedAvg cells, ordered by dataset and setting, with the fields a reader needs."""
-    ordered = sorted(accuracies.items(), key=lambda item: (item[0][0], _setting_order(item[0][1])))
+    ordered = sorted(accuracies.items(), key=lambda item: (item[0][0], item[0][1].sort_key()))
     return [{"dataset": dataset, "defense": setting.defense, "value": setting.value,
              "final_accuracy": m["final_accuracy"], "standard_error": accuracy_standard_error(m),
              "test_examples": m.get("test_examples"), "rounds": m.get("rounds"), "clients": m.get("clients"),
@@ -224,8 +209,9 @@ def accuracy_standard_error(metrics: dict) -> float | None:
 
 
 def to_json(groups: list[Group], accuracies: dict, csv_path, fedavg_root) -> dict:
-    """The machine-readable summary (non-finite numbers become null; diverged counts say why)."""
-    return _jsonable({
+    """The machine-readable summary (written with :func:`soteria_lib.files.write_json`, which
+    turns non-finite numbers into null; diverged counts say why)."""
+    return {
         "csv": str(csv_path), "fedavg_dir": str(fedavg_root), "diverged_mse_threshold": DIVERGED_MSE,
         "conventions": CONVENTIONS, "matching_rule": MATCHING_RULE, "capped_rule": CAPPED_RULE,
         "fedavg": fedavg_records(accuracies),
@@ -233,4 +219,4 @@ def to_json(groups: list[Group], accuracies: dict, csv_path, fedavg_root) -> dic
                     "cells": [asdict(c) for c in g.cells],
                     "matched": [asdict(m) for m in g.matches], "equal_rate": g.equal_rate} for g in groups],
         "published_gs_cifar10_mse_normalized": PUBLISHED_GS_CIFAR10,
-    })
+    }

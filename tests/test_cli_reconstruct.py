@@ -1,3 +1,4 @@
+"""The reconstruction command line: the original repository's flags, bad input, Ctrl-C."""
 import json
 import os
 import subprocess
@@ -44,8 +45,8 @@ def test_main_example_runs_without_any_dataset(tmp_path):
     (["--pruning_rate=abc"], "invalid float"),
     (["--restarts=0"], "restarts"),
     (["--tv=-1"], "tv"),
-    (["--cost_fn=cos"], "invalid choice"),
-    (["--optimizer=rmsprop"], "invalid choice"),
+    (["--cost_fn=cos"], "unknown cost_fn 'cos'"),
+    (["--optimizer=rmsprop"], "unknown optimizer 'rmsprop'"),
     (["--model=resnet"], "invalid choice"),
     (["--attack=dlg", "--restarts=2"], "has no option 'restarts'"),
 ])
@@ -91,7 +92,10 @@ def test_dryrun_runs_one_iteration_with_the_gs_flags(tmp_path):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["iterations"] == 1 and metrics["restarts"] == 2
-    assert metrics["attack_options"] == {"restarts": 2, "tv": 0.0, "cost_fn": "l2", "optimizer": "sgd"}
+    assert metrics["attack_options"] == {"restarts": 2, "tv": 0.0, "cost_fn": "l2", "optimizer": "sgd",
+                                         "max_iterations": 1}
+    config = metrics["attack_config"]
+    assert (config["restarts"], config["tv"], config["cost_fn"], config["optimizer"]) == (2, 0.0, "l2", "sgd")
 
 
 def test_ctrl_c_still_writes_metrics_and_image(tmp_path, monkeypatch):
@@ -115,10 +119,28 @@ def test_ctrl_c_still_writes_metrics_and_image(tmp_path, monkeypatch):
     assert (out / "reconstruction.png").is_file()
 
 
-def test_fedavg_usage_errors_name_the_fedavg_command(capsys):
-    from soteria_lib import fedavg
+def test_cli_flags_reach_the_run(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "soteria_lib.reconstruct", "--attack=dlg", "--defense=dp-laplace",
+                           "--noise=0.01", "--clip=5", "--adaptive", "--max_iterations=2", "--no_progress",
+                           f"--output={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["defense"], metrics["noise"], metrics["clip"]) == ("dp-laplace", 0.01, 5)
+    assert metrics["attack_config"]["adaptive"] and metrics["attack_config"]["max_iterations"] == 2
 
-    with pytest.raises(SystemExit) as exit_info:
-        fedavg.main(["--no_such_flag"])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith("soteria-fedavg: error: unrecognized arguments")
+
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--defense=dp-gaussian", "--noise=-1"], "--noise: must be a finite number >= 0"),
+    (["--defense=dp-laplace", "--noise=0.1", "--clip=0"], "clip"),
+    (["--defense=soteria", "--pruning_rate=10", "--noise=0.1"], "noise does not apply to defense 'soteria'"),
+])
+def test_bad_noise_flags_are_one_line_errors(tmp_path, args, needle):
+    proc = subprocess.run([sys.executable, "-m", "soteria_lib.reconstruct", "--attack=dlg", *args, "--no_progress",
+                           f"--output={tmp_path / 'out'}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()

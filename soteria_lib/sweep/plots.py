@@ -1,6 +1,7 @@
 """The book's two sweep figures, one panel per experiment: MSE against pruning rate (Soteria and
 gradient pruning, median with interquartile band, the undefended median as a dashed line), and
-MSE against FedAvg accuracy (every defense setting that has an accuracy)."""
+MSE against FedAvg accuracy (every defense setting that has an accuracy). Chapter 5 shows them;
+colours, markers and titles come from the defenses' registrations."""
 from __future__ import annotations
 
 import math
@@ -8,15 +9,11 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from ..defenses import DEFENSES
 from ..files import write_atomic
 from .report import title
 from .results import DIVERGED_MSE
 from .summary import Group
-
-STYLES = {  # defense -> (colour, marker)
-    "none": ("black", "*"), "soteria": ("tab:red", "o"), "prune": ("tab:blue", "s"),
-    "dp-gaussian": ("tab:green", "^"), "dp-laplace": ("tab:purple", "v"),
-}
 
 
 def _finite(values) -> bool:
@@ -37,15 +34,14 @@ def mse_against_rate(groups: list[Group], metric: str = "mse") -> Figure:
     fig, axes = _panels(len(groups))
     for ax, group in zip(axes, groups):
         ax.set_yscale("log")  # before plotting: a panel of equal values then autoscales without warnings
-        for defense in ("soteria", "prune"):
-            cells = [c for c in group.cells if c.setting.defense == defense
+        for info in sorted(DEFENSES.values(), key=lambda i: i.order):
+            cells = [c for c in group.cells if c.setting.defense == info.name and c.setting.parameter == "pruning_rate"
                      and _finite([getattr(c, metric).median])]
             if not cells:
                 continue
-            colour, marker = STYLES[defense]
+            colour, marker = info.style
             rates = [c.setting.value for c in cells]
-            ax.plot(rates, [getattr(c, metric).median for c in cells], marker=marker, color=colour,
-                    label="Soteria" if defense == "soteria" else "gradient pruning")
+            ax.plot(rates, [getattr(c, metric).median for c in cells], marker=marker, color=colour, label=info.title)
             band = [c for c in cells if _finite([getattr(c, metric).q1, getattr(c, metric).q3])]
             ax.fill_between([c.setting.value for c in band], [getattr(c, metric).q1 for c in band],
                             [getattr(c, metric).q3 for c in band], color=colour, alpha=0.15, linewidth=0)
@@ -71,7 +67,7 @@ def mse_against_accuracy(groups: list[Group], metric: str = "mse") -> Figure:
             value = getattr(cell, metric).median
             if cell.accuracy is None or not _finite([value]):
                 continue
-            colour, marker = STYLES[cell.setting.defense]
+            colour, marker = cell.setting.info.style
             label = None if cell.setting.defense in shown else cell.setting.defense
             shown.add(cell.setting.defense)
             ax.scatter(100 * cell.accuracy, value, color=colour, marker=marker, label=label)

@@ -1,4 +1,4 @@
-"""The results CSV: one row per finished reconstruction, appended whole, read back typed.
+"""The results CSV: one row per finished reconstruction, appended whole, read back typed (chapter 5).
 
 A row is written in one ``write`` call and flushed to disk before the next run is recorded, so
 an interrupted sweep leaves only complete rows (an unterminated last line is ignored when read,
@@ -15,9 +15,9 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..experiment import defense_params
+from ..defenses import DefenseSetting
 from ..files import write_atomic
-from .grid import DefenseSetting, ReconstructionSpec, canonical_json
+from .grid import ReconstructionSpec, canonical_json
 
 # A reconstruction farther from the truth than any two images in [0, 1] can be from each other
 # (MSE > 1 in pixel space) has left the image domain: the attack exploded. Non-finite MSE counts too.
@@ -71,17 +71,17 @@ def is_diverged(mse: float) -> bool:
 
 
 def result_row(spec: ReconstructionSpec, metrics: dict, seconds: float, cpu_seconds: float, commit: str) -> dict:
-    """A CSV row from :func:`~soteria_lib.experiment.run_reconstruction`'s metrics; ``seconds`` is
+    """A CSV row from :func:`~soteria_lib.pipeline.run_reconstruction`'s metrics; ``seconds`` is
     the whole run's wall time, ``cpu_seconds`` its CPU time (what it costs on a core of its own).
 
     Seeds, as ``run_reconstruction`` derives them: the model is built right after
     ``torch.manual_seed(seed)``, the attack draws its dummy from a generator seeded with ``seed``,
-    and a noise defense draws from ``defense_params(setup)["seed"]`` (``seed + 1``).
+    and a noise defense draws from ``setup.defense_params()["seed"]`` (``seed + 1``).
     """
     mse = metrics["mse"] if math.isfinite(metrics["mse"]) else math.inf
     return {**spec.params(), "model": metrics["model"], "model_options": canonical_json(metrics["model_options"]),
             "model_seed": spec.seed, "dummy_seed": spec.seed,
-            "noise_seed": defense_params(spec.setup()).get("seed"), "label": metrics["label"],
+            "noise_seed": spec.setup().defense_params().get("seed"), "label": metrics["label"],
             "mse": mse, "mse_normalized": metrics["mse_normalized"], "psnr": metrics["psnr"],
             "ssim": metrics["ssim"], "label_accuracy": float(metrics["label_correct"]),
             "matching_loss": metrics["matching_loss"], "iterations": metrics["iterations"],

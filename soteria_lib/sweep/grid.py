@@ -1,4 +1,4 @@
-"""Grid files: the reconstructions and FedAvg runs a sweep is made of.
+"""Grid files: the reconstructions and FedAvg runs a sweep is made of (chapter 5's evidence).
 
 A grid is a TOML file (``experiments/teaching.toml`` is a commented example)::
 
@@ -16,81 +16,38 @@ A grid is a TOML file (``experiments/teaching.toml`` is a commented example)::
     [attacks.dlg]
     datasets = ["mnist", "cifar10"]
     max_iterations = {mnist = 10, cifar10 = 30}   # or one integer; left out: the scale's budget
-    attack_options = {}         # extra keywords of the attack, e.g. GS's {batched = false}
+    attack_options = {}         # other fields of the attack's settings, e.g. GS's {batched = false}
     adaptive = false            # mask-aware attacker
 
     [fedavg]                    # optional: test accuracy at the same defense settings
     datasets = ["mnist"]
     defenses = {none = true}    # optional: other settings than [defenses] (same format)
     output = "results/fedavg"   # one folder per run, <dataset>_<defense>_<value>/metrics.json
-    options = {}                # extra flags of ``python -m soteria_lib.fedavg``, e.g. {rounds = 5}
+    options = {}                # fields of FedAvgConfig, or model / clip, e.g. {rounds = 5}
 
-Every name and number is checked when the grid is loaded; a mistake raises :class:`GridError`
-with a one-line message that names the key.
+Every name and number is checked when the grid is loaded (the defenses against their
+registrations, attack options by building the attack's settings, FedAvg options by building the
+experiment); a mistake raises :class:`GridError` with a one-line message that names the key.
 """
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..attacks import ATTACKS
+from ..attacks import ATTACKS, attack_info
 from ..data import DATASETS
-from ..defenses.registry import ALIASES, check_rate
-from ..experiment import Setup, check_attack_options
+from ..defenses import DefenseSetting, defense_info, defense_names
+from ..federated import FedAvgExperiment
+from ..pipeline import Setup
+from ..scales import SCALES
 
 DEFAULT_FEDAVG_OUTPUT = "results/fedavg"
 
 
 class GridError(ValueError):
     """A grid file that cannot be run; the message is one line."""
-
-
-def _check_noise(value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"noise must be a finite number > 0, got {value}")
-    return value
-
-
-# Defense -> (the Setup field its grid values set, the check of one value). "none" takes no value.
-DEFENSE_PARAMETERS = {
-    "none": (None, None),
-    "soteria": ("pruning_rate", check_rate),
-    "prune": ("pruning_rate", check_rate),
-    "dp-gaussian": ("noise", _check_noise),
-    "dp-laplace": ("noise", _check_noise),
-}
-
-
-@dataclass(frozen=True, order=True)
-class DefenseSetting:
-    """One defense at one strength: a pruning rate in percent, a noise level, or none (value 0)."""
-
-    defense: str
-    value: float = 0.0
-
-    @classmethod
-    def of(cls, defense: str, pruning_rate: float = 0.0, noise: float = 0.0) -> "DefenseSetting":
-        """The setting from Setup-style fields (the value the defense does not use is ignored)."""
-        parameter = DEFENSE_PARAMETERS[defense][0]
-        return cls(defense, {"pruning_rate": pruning_rate, "noise": noise}.get(parameter, 0.0))
-
-    @property
-    def parameter(self) -> str | None:
-        return DEFENSE_PARAMETERS[self.defense][0]
-
-    def setup_fields(self) -> dict:
-        """The Setup fields this setting fixes: ``pruning_rate`` and ``noise``."""
-        fields = {"pruning_rate": 0.0, "noise": 0.0}
-        if self.parameter:
-            fields[self.parameter] = self.value
-        return fields
-
-    def label(self) -> str:
-        units = {"pruning_rate": f" {self.value:g}%", "noise": f" {self.value:g}", None: ""}
-        return f"{self.defense}{units[self.parameter]}"
 
 
 @dataclass(frozen=True)
@@ -108,29 +65,38 @@ class ReconstructionSpec:
     seed: int
 
     def setup(self, device: str = "cpu", data_root: str | None = None) -> Setup:
+        options = {**self.attack_options, "max_iterations": self.max_iterations, "adaptive": self.adaptive}
         return Setup(attack=self.attack, dataset=self.dataset, target_id=self.target_id,
-                     defense=self.setting.defense, adaptive=self.adaptive, seed=self.seed,
-                     max_iterations=self.max_iterations, scale=self.scale, device=device,
-                     data_root=data_root, attack_options=dict(self.attack_options),
-                     **self.setting.setup_fields())
+                     defense=self.setting.defense, seed=self.seed, scale=self.scale, device=device,
+                     data_root=data_root, attack_options=options, **self.setting.run_options())
 
     def params(self) -> dict:
         """The parameters that identify the run, as the CSV stores them (its resume key)."""
         return {"attack": self.attack, "dataset": self.dataset, "scale": self.scale,
                 "max_iterations": self.max_iterations, "adaptive": self.adaptive,
                 "attack_options": canonical_json(self.attack_options), "defense": self.setting.defense,
-                **self.setting.setup_fields(), "target_id": self.target_id, "seed": self.seed}
+                **self.setting.run_options(), "target_id": self.target_id, "seed": self.seed}
 
 
 @dataclass(frozen=True)
 class FedAvgSpec:
-    """One FedAvg accuracy run at a defense setting."""
+    """One FedAvg accuracy run at a defense setting; its folder is ``ROOT/<dataset>_<defense>_<tag>``
+    (``mnist_soteria_p50``, ``mnist_dp-gaussian_s0.01``, ``mnist_none_none``)."""
 
     dataset: str
     setting: DefenseSetting
     scale: str
     output_root: Path
     options: dict = field(hash=False)
+
+    def experiment(self) -> FedAvgExperiment:
+        return FedAvgExperiment.with_options(self.options, dataset=self.dataset, scale=self.scale,
+                                             defense=self.setting.defense,
+                                             pruning_rate=self.setting.run_options()["pruning_rate"],
+                                             noise=self.setting.value if self.setting.parameter == "noise" else None)
+
+    def folder(self) -> Path:
+        return self.output_root / f"{self.dataset}_{self.setting.defense}_{self.setting.tag()}"
 
 
 @dataclass
@@ -185,27 +151,27 @@ def _names(table: dict, key: str, known, where: str) -> list[str]:
 
 
 def parse_defenses(table: dict) -> list[DefenseSetting]:
-    """``[defenses]``: ``none = true`` and lists of values for the others."""
+    """``[defenses]``: ``none = true`` and lists of strengths for the others (any registered
+    defense; one without a strength takes ``true``)."""
     settings = []
     for name, values in table.items():
-        defense = ALIASES.get(name, name)
-        if defense not in DEFENSE_PARAMETERS:
-            raise GridError(f"defenses: unknown defense {name!r}; choose from "
-                            f"{sorted(set(DEFENSE_PARAMETERS) | set(ALIASES))}")
-        parameter, check = DEFENSE_PARAMETERS[defense]
-        if parameter is None:
+        try:
+            info = defense_info(name)
+        except ValueError:
+            raise GridError(f"defenses: unknown defense {name!r}; choose from {defense_names()}") from None
+        if info.strength is None:
             if _typed(values, bool, f"defenses.{name}"):
-                settings.append(DefenseSetting(defense))
+                settings.append(DefenseSetting(info.name))
             continue
         if not _typed(values, list, f"defenses.{name}"):
             raise GridError(f"defenses.{name}: the list is empty")
         for value in values:
             value = float(_typed(value, (int, float), f"defenses.{name}"))
             try:
-                check(value)
+                info.strength.check(value)
             except ValueError as exc:
                 raise GridError(f"defenses.{name}: {exc}") from None
-            settings.append(DefenseSetting(defense, value))
+            settings.append(DefenseSetting(info.name, value))
     if not settings:
         raise GridError("defenses: no defense setting")
     if len(set(settings)) != len(settings):
@@ -242,15 +208,20 @@ def parse_attacks(table: dict, scale: str, images, seeds, settings) -> list[Reco
             raise GridError(f"attacks: unknown attack {attack!r}; choose from {sorted(ATTACKS)}")
         _check_keys(_typed(options, dict, where), ATTACK_KEYS, where)
         datasets = _names(options, "datasets", DATASETS, where)
-        if scale not in ATTACKS[attack].scales:
-            raise GridError(f"scale: {attack} has no scale {scale!r}; choose from {sorted(ATTACKS[attack].scales)}")
-        budgets = _iterations(options.get("max_iterations"), datasets, ATTACKS[attack].scales[scale], where)
+        if attack not in SCALES[scale].attacks:
+            raise GridError(f"scale: {scale!r} has no budget for {attack}")
+        budgets = _iterations(options.get("max_iterations"), datasets, SCALES[scale].attacks[attack].iterations,
+                              where)
         attack_options = _typed(options.get("attack_options", {}), dict, f"{where}.attack_options")
-        try:
-            check_attack_options(attack, ATTACKS[attack], attack_options)
-        except ValueError as exc:
-            raise GridError(f"{where}.attack_options: {exc}") from None
+        reserved = sorted({"max_iterations", "adaptive"} & set(attack_options))
+        if reserved:
+            raise GridError(f"{where}.attack_options: set {reserved[0]!r} as a key of {where} itself")
         adaptive = _typed(options.get("adaptive", False), bool, f"{where}.adaptive")
+        try:
+            for budget in set(budgets.values()):
+                attack_info(attack).configure(**attack_options, max_iterations=budget, adaptive=adaptive)
+        except (ValueError, TypeError) as exc:
+            raise GridError(f"{where}.attack_options: {exc}") from None
         specs += [ReconstructionSpec(attack, dataset, scale, budgets[dataset], adaptive, attack_options,
                                      setting, image, seed)
                   for dataset in datasets for setting in settings for image in images for seed in seeds]
@@ -261,14 +232,15 @@ def parse_fedavg(table: dict, scale: str, settings, output: Path) -> list[FedAvg
     _check_keys(_typed(table, dict, "fedavg"), FEDAVG_KEYS, "fedavg")
     datasets = _names(table, "datasets", DATASETS, "fedavg")
     options = _typed(table.get("options", {}), dict, "fedavg.options")
-    reserved = {"dataset", "defense", "pruning_rate", "noise", "output", "device", "data_root", "data_path",
-                "no_progress", "scale"}
-    for key in options:
-        if key in reserved:
-            raise GridError(f"fedavg.options: {key!r} is set by the sweep itself")
     if "defenses" in table:  # a subset, when the slowest FedAvg runs (Soteria) would not fit the budget
         settings = parse_defenses(_typed(table["defenses"], dict, "fedavg.defenses"))
-    return [FedAvgSpec(d, s, scale, output, options) for d in datasets for s in settings]
+    specs = [FedAvgSpec(d, s, scale, output, options) for d in datasets for s in settings]
+    for spec in specs:  # every option name and value, before anything runs
+        try:
+            spec.experiment()
+        except (ValueError, TypeError) as exc:
+            raise GridError(f"fedavg.options: {exc}") from None
+    return specs
 
 
 def load_grid(path: str | Path, fedavg_output: str | Path | None = None) -> Grid:
@@ -282,6 +254,8 @@ def load_grid(path: str | Path, fedavg_output: str | Path | None = None) -> Grid
         raise GridError(f"{path} is not valid TOML: {exc}") from None
     _check_keys(table, TOP_KEYS, str(path))
     scale = _require(table, "scale", str, "grid")
+    if scale not in SCALES:
+        raise GridError(f"grid.scale: unknown scale {scale!r}; choose from {list(SCALES)}")
     images = _int_list(table, "images", "grid")
     if min(images) < -1:
         raise GridError(f"grid.images: target ids are -1 (embedded photograph) or >= 0, got {min(images)}")

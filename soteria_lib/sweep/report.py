@@ -1,10 +1,11 @@
-"""The summary as Markdown: headline ratios, accuracies used, one table per experiment, the paper."""
+"""The summary as Markdown: headline ratios, accuracies used, one table per experiment, the paper
+(``results/summary.md``, read by chapter 5)."""
 from __future__ import annotations
 
 import math
 
+from ..defenses import DefenseSetting
 from .results import DIVERGED_MSE
-from .grid import DefenseSetting
 from .summary import CAPPED_RULE, CONVENTIONS, MATCHING_RULE, PUBLISHED_GS_CIFAR10, Group, fedavg_records
 
 DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}

@@ -7,32 +7,37 @@
 finish; interrupt it at any time and run it again to resume. ``summarize`` writes the Markdown
 summary, a JSON twin for notebooks (same name, ``.json``) and two PNG figures beside it.
 Bad input exits with status 2 and one line on stderr, before any run starts; a failing run
-stops the sweep with status 1 (finished rows are kept).
+stops the sweep with status 1 (finished rows are kept). The sweep itself is the library package
+:mod:`soteria_lib.sweep` (chapter 5).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import signal
 import sys
 from pathlib import Path
 
-from ..data import DatasetNotFoundError
-from ..files import write_atomic
-from ..reconstruct import _Parser, _positive_int
-from .grid import DEFAULT_FEDAVG_OUTPUT, GridError
+from ._cli import Parser, fail, positive_int
+from .data import DatasetNotFoundError
+from .files import write_atomic, write_json
+from .runtime import resolve_device
+from .sweep.grid import DEFAULT_FEDAVG_OUTPUT, GridError, load_grid
+from .sweep.plots import save_figures
+from .sweep.report import render
+from .sweep.results import ResultsError
+from .sweep.runner import RunFailed, execute, plan, read_sessions
+from .sweep.summary import summarize, to_json
 
 PROG = "soteria-experiments"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Sweep attacks x defenses x datasets and summarise the results.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description="Sweep attacks x defenses x datasets and summarise the results.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = commands.add_parser("run", help="run (or resume) the grid of a TOML file")
     run.add_argument("grid", help="grid file, e.g. experiments/teaching.toml")
     run.add_argument("--output", default=None, help="results CSV (default: results/<grid name>.csv)")
-    run.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
-    run.add_argument("--threads", type=_positive_int, default=None,
+    run.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+    run.add_argument("--threads", type=positive_int, default=None,
                      help="torch threads per worker (default: cores // workers, at most $OMP_NUM_THREADS)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--data_root", "--data_path", dest="data_root", default=None,
@@ -49,8 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(command: str, message: str, code: int = 2) -> int:
-    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
-    return code
+    return fail(f"{PROG} {command}", message, code)
 
 
 def _interrupt(signum, frame):
@@ -58,11 +62,6 @@ def _interrupt(signum, frame):
 
 
 def run_command(args) -> int:
-    from ..experiment import resolve_device
-    from .grid import load_grid
-    from .results import ResultsError
-    from .sweep import RunFailed, execute, plan
-
     output = Path(args.output or f"results/{Path(args.grid).stem}.csv")
     try:
         device = str(resolve_device(args.device))
@@ -88,12 +87,6 @@ def run_command(args) -> int:
 
 
 def summarize_command(args) -> int:
-    from .plots import save_figures
-    from .report import render
-    from .results import ResultsError
-    from .summary import summarize, to_json
-    from .sweep import sessions_path
-
     csv_path, output = Path(args.csv), Path(args.output)
     if not csv_path.is_file():
         return _fail("summarize", f"results file {csv_path} does not exist")
@@ -103,11 +96,9 @@ def summarize_command(args) -> int:
         return _fail("summarize", str(exc))
     output.parent.mkdir(parents=True, exist_ok=True)
     figures = save_figures(groups, output)
-    log = sessions_path(csv_path)
-    sessions = json.loads(log.read_text()) if log.exists() else []
+    sessions = read_sessions(csv_path)
     text = render(groups, accuracies, csv_path, args.fedavg, sessions, [p.name for p in figures])
-    data = json.dumps(to_json(groups, accuracies, csv_path, args.fedavg), indent=2)
-    write_atomic(output.with_suffix(".json"), lambda tmp: Path(tmp).write_text(data + "\n"))
+    write_json(output.with_suffix(".json"), to_json(groups, accuracies, csv_path, args.fedavg))
     write_atomic(output, lambda tmp: Path(tmp).write_text(text))
     print(f"{output}, {output.with_suffix('.json')}, {', '.join(str(p) for p in figures)}", file=sys.stderr)
     return 0

@@ -1,0 +1,70 @@
+"""One registration per attack: the function, its settings and the set-up it was published with.
+
+``@register_attack(name, config=..., model=..., ...)`` declares the attack's settings dataclass
+(every option with its default, checked when built), the model it was published against, the
+input space and data split of its experiments, and whether the server is given the labels. The
+pipeline, the command line and the sweep's grid parser read this table; iteration budgets live
+in :mod:`soteria_lib.scales`. The attacks are taught in chapters 2 (DLG) and 3 (GS).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Callable
+
+
+def check_count(name: str, value, minimum: int) -> None:
+    """A settings field that counts something (iterations, restarts) is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_finite(name: str, value: float, positive: bool = True) -> None:
+    """A numeric settings field is finite and > 0 (``positive``) or >= 0."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    name: str
+    run: Callable  # run(model, update, config=None, *, seed, progress, frame_every, **settings)
+    config: type  # frozen dataclass of settings, defaults included
+    model: str  # the published model (a name in soteria_lib.models)
+    normalize: bool  # inputs in the dataset's mean/std space (else [0, 1] pixels)
+    train_split: bool  # targets from the training split (else the test split)
+    labels_known: bool  # the server is told the labels (else it reads them off the gradient)
+
+    def settings(self) -> list[str]:
+        return [f.name for f in fields(self.config)]
+
+    def configure(self, config=None, **settings):
+        """``config`` (default: the defaults) with ``settings`` replaced; every name and value is
+        checked, and a mistake is a one-line ``ValueError``."""
+        unknown = sorted(set(settings) - set(self.settings()))
+        if unknown:
+            raise ValueError(f"attack {self.name!r} has no option {unknown[0]!r}; it accepts {self.settings()}")
+        return replace(config if config is not None else self.config(), **settings)
+
+
+ATTACKS: dict[str, AttackInfo] = {}
+
+
+def register_attack(name: str, *, config: type, model: str, normalize: bool, train_split: bool,
+                    labels_known: bool):
+    def wrap(run):
+        ATTACKS[name] = AttackInfo(name, run, config, model, normalize, train_split, labels_known)
+        return run
+    return wrap
+
+
+def attack_info(name: str) -> AttackInfo:
+    try:
+        return ATTACKS[name]
+    except KeyError:
+        raise ValueError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)}") from None
+
+
+def get_attack(name: str) -> Callable:
+    """The attack function ``run(model, update, config=None, **settings) -> Reconstruction``."""
+    return attack_info(name).run

@@ -1,0 +1,37 @@
+"""The scale table every caller reads, and the notebooks' choice of scale."""
+import pytest
+
+from soteria_lib.attacks import ATTACKS
+from soteria_lib.scales import SCALES, attack_budget, get_scale, notebook_scale
+
+
+def test_notebook_scale_defaults_to_teaching(monkeypatch):
+    monkeypatch.delenv("SOTERIA_SCALE", raising=False)
+    assert notebook_scale() == "teaching"
+
+
+def test_notebook_scale_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("SOTERIA_SCALE", "paper")
+    assert notebook_scale() == "paper"
+
+
+def test_unknown_notebook_scale_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("SOTERIA_SCALE", "huge")
+    with pytest.raises(ValueError, match="SOTERIA_SCALE='huge'"):
+        notebook_scale()
+
+
+def test_every_scale_budgets_every_attack_and_the_attacks_default_to_teaching():
+    for scale in SCALES.values():
+        assert set(scale.attacks) == set(ATTACKS)
+        assert all(b.iterations >= 1 for b in scale.attacks.values())
+    for name, info in ATTACKS.items():
+        assert info.config().max_iterations == SCALES["teaching"].attacks[name].iterations
+    assert attack_budget("paper", "gs").iterations == 24_000 and attack_budget("paper", "dlg").iterations == 300
+
+
+def test_the_table_cannot_be_changed_by_a_caller():
+    with pytest.raises(TypeError):
+        SCALES["teaching"].attacks["gs"].model_options["width"] = 64
+    with pytest.raises(ValueError, match="unknown scale 'huge'"):
+        get_scale("huge")
