@@ -1,7 +1,8 @@
 """What the three command lines share: one-line usage errors, argument types, the exit rule.
 
 Private to ``reconstruct``, ``fedavg`` and ``experiments``; no library module imports it. Bad
-input exits with status 2 and one line on stderr, before any work.
+input exits with status 2 and one line on stderr, before any work. The command lines are shown in
+chapters 2, 5 and 6 and in the README.
 """
 from __future__ import annotations
 

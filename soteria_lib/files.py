@@ -2,6 +2,7 @@
 
 Every result file of the library (a reconstruction's or a FedAvg run's ``metrics.json``, the
 sweep's summary and session log, checkpoints, figures) is written through :func:`write_atomic`.
+No chapter teaches it; chapters 5 and 6 read the files it writes.
 """
 from __future__ import annotations
 
