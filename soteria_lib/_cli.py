@@ -1,14 +1,22 @@
-"""What the three command lines share: one-line usage errors, argument types, the exit rule.
+"""What the three command lines share: one-line usage errors, argument types, output checks and
+the exit codes of an interrupted run.
 
 Private to ``reconstruct``, ``fedavg`` and ``experiments``; no library module imports it. Bad
-input exits with status 2 and one line on stderr, before any work. The command lines are shown in
-chapters 2, 5 and 6 and in the README.
+input exits with status 2 and one line on stderr, before any work and before any file is
+written; a run that fails exits with 1; Ctrl-C exits with 130 and SIGTERM with 143, after
+keeping what was finished. The command lines are shown in chapters 2, 5 and 6 and in the README.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
+import tempfile
+from pathlib import Path
+
+from .runtime import MAX_SEED
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,6 +39,7 @@ def _typed(name: str, convert, accept, rule: str):
 
 positive_int = _typed("positive int", int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _typed("non-negative int", int, lambda v: v >= 0, "an integer >= 0")
+seed_int = _typed("seed", int, lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
 finite_float = _typed("finite float", float, math.isfinite, "a finite number")
 non_negative_float = _typed("non-negative float", float, lambda v: math.isfinite(v) and v >= 0,
                             "a finite number >= 0")
@@ -41,3 +50,59 @@ def fail(prog: str, message: str, code: int = 2) -> int:
     """Print ``prog: error: message`` on stderr and return ``code`` (2: usage, 1: a failed run)."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return code
+
+
+def check_writable_folder(path: str | Path, what: str = "output folder") -> None:
+    """``path`` is, or can be created as, a folder this process can write to. Nothing is created:
+    the nearest existing folder on the way is probed with a temporary file that is removed."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} exists and is not a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what} {path} cannot be created: {probe} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".soteria-probe.")
+    except OSError as exc:
+        raise ValueError(f"{what} {path} is not writable ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def check_writable_file(path: str | Path, what: str = "output file") -> None:
+    """``path`` is a file that can be written (or created) in a writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{what} {path} exists and is not a file")
+    check_writable_folder(path.parent, f"the folder of {what} {path}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{what} {path} is not writable")
+
+
+_received: list[int] = []
+
+
+def _raise_interrupt(number, frame):
+    _received.append(number)
+    raise KeyboardInterrupt
+
+
+def handle_signals() -> None:
+    """Ctrl-C and SIGTERM both raise ``KeyboardInterrupt``, so that one path keeps finished work."""
+    _received.clear()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
+
+
+def interrupted_code() -> int:
+    """The exit code of an interrupted run: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
+    return 128 + (_received[-1] if _received else signal.SIGINT)
+
+
+def exit_with(code: int) -> None:
+    """Leave with ``code``; a signal arriving while the interpreter shuts down has nothing left to stop."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)

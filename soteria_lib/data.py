@@ -31,6 +31,10 @@ class DatasetNotFoundError(RuntimeError):
     """A dataset is neither on disk nor downloadable; the message is one line."""
 
 
+class DatasetDamagedError(ValueError):
+    """A dataset file is truncated, empty or inconsistent; the message names it and says what is wrong."""
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Per-channel affine map between [0, 1] pixels and a model's input space: ``(x - mean) / std``."""
@@ -123,28 +127,65 @@ def _cifar_files(root: Path, train: bool) -> list[Path]:
     return [root / "cifar-10-batches-py" / n for n in names]
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, ndim: int, shape: tuple[int, ...] = ()) -> np.ndarray:
+    """An IDX file of unsigned bytes (magic 0x00000801 for labels, 0x00000803 for images) with
+    ``ndim`` dimensions, the trailing ones equal to ``shape``."""
     data = path.read_bytes()
-    ndim = data[3]
-    dims = np.frombuffer(data, dtype=">i4", count=ndim, offset=4)
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(dims))
+    if len(data) < 4 + 4 * ndim:
+        raise DatasetDamagedError(f"{path}: {len(data)} bytes, too short for an IDX header")
+    if data[:3] != b"\x00\x00\x08" or data[3] != ndim:
+        raise DatasetDamagedError(f"{path}: not an IDX file of unsigned bytes with {ndim} dimension(s) "
+                                  f"(magic {data[:4].hex()})")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    if shape and dims[1:] != shape:
+        raise DatasetDamagedError(f"{path}: items of shape {dims[1:]}, expected {shape}")
+    size = int(np.prod(dims))
+    body = len(data) - 4 - 4 * ndim
+    if body != size:
+        raise DatasetDamagedError(f"{path}: the header announces {dims[0]} items ({size} bytes), "
+                                  f"the file holds {body} bytes")
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _checked(where: str, images: np.ndarray, labels: np.ndarray, classes: int) -> None:
+    if len(images) != len(labels):
+        raise DatasetDamagedError(f"{where}: {len(images)} images but {len(labels)} labels")
+    if len(labels) == 0:
+        raise DatasetDamagedError(f"{where}: no images")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise DatasetDamagedError(f"{where}: labels outside 0..{classes - 1} "
+                                  f"(found {int(labels.min())}..{int(labels.max())})")
 
 
 def _load_mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = _mnist_files(root, train)
-    x = torch.from_numpy(_read_idx(images).copy()).unsqueeze(1)
-    y = torch.from_numpy(_read_idx(labels).astype(np.int64))
-    return x, y
+    x, y = _read_idx(images, 3, (28, 28)), _read_idx(labels, 1).astype(np.int64)
+    _checked(f"{images} and {labels.name}", x, y, 10)
+    return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as exc:
+        raise DatasetDamagedError(f"{path}: not a readable CIFAR-10 batch ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+    if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
+        raise DatasetDamagedError(f"{path}: not a CIFAR-10 batch (expected a dict with 'data' and 'labels')")
+    data = np.asarray(batch["data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DatasetDamagedError(f"{path}: data of shape {data.shape} and type {data.dtype}, "
+                                  "expected (N, 3072) unsigned bytes")
+    labels = np.asarray(batch["labels"], dtype=np.int64)
+    _checked(str(path), data, labels, 10)
+    return data.reshape(-1, 3, 32, 32), labels
 
 
 def _load_cifar10(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
-    for path in _cifar_files(root, train):
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch["labels"], dtype=np.int64))
-    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+    batches = [_read_cifar_batch(path) for path in _cifar_files(root, train)]
+    return (torch.from_numpy(np.concatenate([b[0] for b in batches])),
+            torch.from_numpy(np.concatenate([b[1] for b in batches])))
 
 
 _FILES = {"mnist": _mnist_files, "cifar10": _cifar_files}
@@ -160,15 +201,25 @@ def _download(name: str, root: Path) -> None:
     """Fetch the official files with torchvision; remove folders it created if that fails."""
     import torchvision
 
-    created = [p for p in (root, root / "MNIST", root / "MNIST" / "raw") if not p.exists()]
+    top = root  # the outermost folder the download may create
+    while not top.parent.exists():
+        top = top.parent
+    before = set(top.rglob("*")) if top.exists() else set()
+    top_existed = top.exists()
     cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
     try:
         for train in (True, False):
             cls(str(root), train=train, download=True)
     except Exception as exc:  # torchvision raises several types for network failures
-        for path in reversed(created):
+        # leave the disk as it was: remove what the failed download created, deepest first
+        created = set(top.rglob("*")) - before if top.exists() else set()
+        if not top_existed and top.exists():
+            created.add(top)
+        for path in sorted(created, key=lambda p: len(p.parts), reverse=True):
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
+            elif path.is_file():
+                path.unlink()
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetNotFoundError(
             f"{name} not found under {root} and download failed ({reason}); "

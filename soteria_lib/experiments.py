@@ -7,16 +7,17 @@
 finish; interrupt it at any time and run it again to resume. ``summarize`` writes the Markdown
 summary, a JSON twin for notebooks (same name, ``.json``) and two PNG figures beside it.
 Bad input exits with status 2 and one line on stderr, before any run starts; a failing run
-stops the sweep with status 1 (finished rows are kept). The sweep itself is the library package
+stops the sweep with status 1 (finished rows are kept). Ctrl-C or SIGTERM stops the sweep and its
+workers, keeps every finished row, logs the session as interrupted and exits with 130 or 143. The sweep itself is the library package
 :mod:`soteria_lib.sweep` (chapter 5).
 """
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
-from ._cli import Parser, fail, positive_int
+from ._cli import (Parser, check_writable_file, check_writable_folder, exit_with, fail, handle_signals,
+                   interrupted_code, positive_int)
 from .data import DatasetNotFoundError
 from .files import write_atomic, write_json
 from .runtime import resolve_device
@@ -57,30 +58,26 @@ def _fail(command: str, message: str, code: int = 2) -> int:
     return fail(f"{PROG} {command}", message, code)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def run_command(args) -> int:
     output = Path(args.output or f"results/{Path(args.grid).stem}.csv")
     try:
         device = str(resolve_device(args.device))
         grid = load_grid(args.grid, args.fedavg)
+        check_writable_file(output, "results file")
+        if grid.fedavg:
+            check_writable_folder(grid.fedavg_output, "FedAvg folder")
         sweep = plan(grid, output, args.data_root)
     except (GridError, ResultsError, DatasetNotFoundError, ValueError) as exc:
         return _fail("run", str(exc))
     print(f"{len(sweep.tasks)} runs to do; {sweep.skipped_runs} reconstructions and {sweep.skipped_fedavg} "
           f"FedAvg runs already done -> {output}", file=sys.stderr)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops a sweep as Ctrl-C does
     try:
         session = execute(sweep, output, args.workers, args.threads, device, args.data_root, not args.no_progress,
                           command=args.command_line)
     except RunFailed as exc:
         return _fail("run", f"{exc}; finished runs are kept, run again to resume", 1)
     except KeyboardInterrupt:
-        return _fail("run", "interrupted; finished runs are kept, run again to resume", 130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return _fail("run", "interrupted; finished runs are kept, run again to resume", interrupted_code())
     print(f"done: {session['runs_done']} reconstructions and {session['fedavg_done']} FedAvg runs in "
           f"{session['wall_seconds'] / 60:.1f} min -> {output}", file=sys.stderr)
     return 0
@@ -89,14 +86,16 @@ def run_command(args) -> int:
 def summarize_command(args) -> int:
     csv_path, output = Path(args.csv), Path(args.output)
     if not csv_path.is_file():
-        return _fail("summarize", f"results file {csv_path} does not exist")
+        return _fail("summarize", f"results file {csv_path} does not exist" if not csv_path.exists()
+                     else f"results file {csv_path} is not a file")
     try:
+        check_writable_file(output, "summary file")
         groups, accuracies = summarize(csv_path, args.fedavg)
+        sessions = read_sessions(csv_path)
     except (ResultsError, ValueError) as exc:
         return _fail("summarize", str(exc))
     output.parent.mkdir(parents=True, exist_ok=True)
     figures = save_figures(groups, output)
-    sessions = read_sessions(csv_path)
     text = render(groups, accuracies, csv_path, args.fedavg, sessions, [p.name for p in figures])
     write_json(output.with_suffix(".json"), to_json(groups, accuracies, csv_path, args.fedavg))
     write_atomic(output, lambda tmp: Path(tmp).write_text(text))
@@ -111,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = " ".join(["python -m soteria_lib.experiments", *argv])
-    return COMMANDS[args.command](args)
+    handle_signals()
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:  # before any run started, or while the summary was written
+        return _fail(args.command, "interrupted", interrupted_code())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

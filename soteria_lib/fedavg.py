@@ -7,13 +7,15 @@ ran) and ``OUTPUT/accuracy.png``; ``OUTPUT/checkpoint.pt`` lets an interrupted r
 scale's table (:mod:`soteria_lib.scales`) sets the examples: the teaching scale trains on the
 first 6,000 training images and tests on 2,000; ``--scale paper`` uses whole datasets. The run is
 :func:`soteria_lib.federated.run_experiment` (chapter 6); the defaults are
-:class:`~soteria_lib.federated.FedAvgConfig`'s. The split is IID unless ``--alpha`` is given.
+:class:`~soteria_lib.federated.FedAvgConfig`'s. The split is IID unless ``--alpha`` is given. Ctrl-C (SIGTERM) keeps the checkpoint of the last
+finished round and exits with 130 (143); the same command resumes from it.
 """
 from __future__ import annotations
 
-import sys
 
-from ._cli import Parser, fail, positive_float, positive_int
+from ._cli import (Parser, check_writable_folder, exit_with, fail, finite_float, handle_signals,
+                   interrupted_code, non_negative_float, non_negative_int, positive_float, positive_int,
+                   seed_int)
 from .data import DATASETS, DatasetNotFoundError
 from .defenses import defense_names
 from .federated import FedAvgConfig, FedAvgExperiment, run_experiment
@@ -31,7 +33,7 @@ def build_parser() -> Parser:
     p.add_argument("--scale", default="teaching", choices=list(SCALES))
     p.add_argument("--clients", type=positive_int, default=DEFAULTS.clients)
     p.add_argument("--fraction", type=positive_float, default=DEFAULTS.fraction, help="clients per round, in (0, 1]")
-    p.add_argument("--rounds", type=int, default=DEFAULTS.rounds)
+    p.add_argument("--rounds", type=non_negative_int, default=DEFAULTS.rounds)
     p.add_argument("--local_epochs", type=positive_int, default=DEFAULTS.local_epochs)
     p.add_argument("--batch_size", type=positive_int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=positive_float, default=DEFAULTS.lr)
@@ -39,10 +41,10 @@ def build_parser() -> Parser:
     split.add_argument("--iid", action="store_true", help="IID split (the default when --alpha is not given)")
     split.add_argument("--alpha", type=positive_float, default=None, help="Dirichlet(alpha) label-skewed split")
     p.add_argument("--defense", default="none", choices=defense_names())
-    p.add_argument("--pruning_rate", type=float, default=0.0)
-    p.add_argument("--noise", type=float, default=None, help="noise scale for dp-gaussian / dp-laplace")
-    p.add_argument("--clip", type=float, default=None, help="L2 clipping norm before the noise")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--pruning_rate", type=finite_float, default=0.0)
+    p.add_argument("--noise", type=non_negative_float, default=None, help="noise scale for dp-gaussian / dp-laplace")
+    p.add_argument("--clip", type=positive_float, default=None, help="L2 clipping norm before the noise")
+    p.add_argument("--seed", type=seed_int, default=DEFAULTS.seed, help="an integer in [0, 2**32 - 1]")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data_root", "--data_path", dest="data_root", default=None)
     p.add_argument("--output", default="runs/fedavg")
@@ -61,15 +63,22 @@ def experiment_from(args) -> FedAvgExperiment:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handle_signals()
     try:
         experiment = experiment_from(args)
+        check_writable_folder(args.output)
         result = run_experiment(experiment, args.output, args.device, args.data_root, not args.no_progress)
     except (ValueError, DatasetNotFoundError) as exc:
         return fail(PROG, str(exc))
+    except FloatingPointError as exc:
+        return fail(PROG, f"the run failed: {exc}", 1)
+    except KeyboardInterrupt:
+        return fail(PROG, f"interrupted; every finished round is in {args.output}/checkpoint.pt, run the same "
+                          "command again to resume", interrupted_code())
     print(f"final accuracy {result['final_accuracy']:.4f} after {experiment.training.rounds} rounds "
           f"({result['seconds']:.1f}s on {result['device']}) -> {args.output}/metrics.json")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -22,7 +22,9 @@ the round number, so a run resumed from its checkpoint continues exactly as it w
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,10 +38,10 @@ from tqdm.auto import tqdm
 
 from .data import Normalization, dataset_info, load_dataset
 from .defenses import defense_params, get_defense
-from .files import write_atomic, write_json
+from .files import json_writer, write_atomic, write_together
 from .models import get_model
 from .plotting import plot_accuracy
-from .runtime import resolve_device, seed_everything, where_it_ran
+from .runtime import check_seed, resolve_device, seed_everything, where_it_ran
 from .scales import get_scale
 from .threat import Defense, PrivateBatch, share_update
 
@@ -64,18 +66,17 @@ class FedAvgConfig:
     seed: int = 0
 
     def __post_init__(self):
-        checks = [
-            (self.clients >= 1, f"clients must be >= 1, got {self.clients}"),
-            (0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}"),
-            (self.rounds >= 0, f"rounds must be >= 0, got {self.rounds}"),
-            (self.local_epochs >= 1, f"local_epochs must be >= 1, got {self.local_epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.alpha > 0, f"alpha must be > 0, got {self.alpha}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        for name, minimum in (("clients", 1), ("rounds", 0), ("local_epochs", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        for name, ok, rule in (("fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+                               ("lr", lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+                               ("alpha", lambda v: math.isfinite(v) and v > 0, "a finite number > 0")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                raise ValueError(f"{name} must be {rule}, got {value!r}")
+        check_seed(self.seed)
 
 
 def split_iid(num_examples: int, clients: int, seed: int) -> list[torch.Tensor]:
@@ -144,6 +145,22 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch
     return {"accuracy": correct / len(labels), "loss": loss / len(labels)}
 
 
+CHECKPOINT_KEYS = {"config", "run_tag", "model", "history"}
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by :func:`run_fedavg`, loaded with ``weights_only=True`` (tensors and
+    plain data only); a damaged or foreign file is a one-line ``ValueError`` naming it."""
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated, empty or foreign files
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {path} cannot be read ({detail[:120]}); remove it to start afresh") from None
+    if not isinstance(saved, dict) or set(saved) != CHECKPOINT_KEYS:
+        raise ValueError(f"checkpoint {path} was not written by FedAvg; remove it or choose another output folder")
+    return saved
+
+
 def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                config: FedAvgConfig, defense: Defense | None = None, checkpoint: str | Path | None = None,
                progress: bool = True, on_round: Callable[[dict], None] | None = None,
@@ -162,9 +179,9 @@ def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test:
     history = [{"round": 0, **evaluate(model, *test), "seconds": 0.0}]
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
+        saved = load_checkpoint(checkpoint)
         if saved["config"] != asdict(config) or saved.get("run_tag") != run_tag:
-            raise ValueError(f"checkpoint {checkpoint} was written for another configuration; "
+            raise ValueError(f"checkpoint {checkpoint} was written for another configuration or data; "
                              "remove it or choose another output folder")
         model.load_state_dict(saved["model"])
         history = saved["history"]
@@ -187,6 +204,9 @@ def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test:
         if states:
             model.load_state_dict(average_states(states, weights))
         record = {"round": t, **evaluate(model, *test), "seconds": time.perf_counter() - start}
+        if not math.isfinite(record["loss"]):
+            raise FloatingPointError(f"FedAvg diverged in round {t}: the test loss is {record['loss']}; "
+                                     "lower the learning rate")
         history.append(record)
         bar.set_postfix(acc=f"{record['accuracy']:.3f}")
         if on_round:
@@ -254,6 +274,16 @@ def load_split(dataset: str, root, train: bool, limit: int | None, device="cpu")
     return (dataset_info(dataset).normalization.normalize(pixels).to(device), data.labels[:n].to(device))
 
 
+def fingerprint(*splits: tuple[torch.Tensor, torch.Tensor]) -> str:
+    """A short digest of the examples a run trains and tests on: resuming a checkpoint on other
+    data (another ``--data_root``) is refused."""
+    digest = hashlib.sha256()
+    for inputs, labels in splits:
+        digest.update(inputs.detach().cpu().numpy().tobytes())
+        digest.update(labels.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def run_experiment(experiment: FedAvgExperiment, output: str | Path | None = None, device: str = "cpu",
                    data_root: str | None = None, progress: bool = True) -> dict:
     """Train and evaluate ``experiment``; returns its result (identity, where it ran, final
@@ -271,7 +301,8 @@ def run_experiment(experiment: FedAvgExperiment, output: str | Path | None = Non
     out = Path(output) if output is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    run_tag = {k: v for k, v in experiment.identity().items() if k not in asdict(experiment.training)}
+    run_tag = {**{k: v for k, v in experiment.identity().items() if k not in asdict(experiment.training)},
+               "data": fingerprint(train, test)}
     start = time.perf_counter()
     history = run_fedavg(model, train, test, experiment.training, experiment.build_defense(),
                          checkpoint=out / "checkpoint.pt" if out else None, progress=progress, run_tag=run_tag,
@@ -280,8 +311,8 @@ def run_experiment(experiment: FedAvgExperiment, output: str | Path | None = Non
               "test_examples": len(test[1]), "final_accuracy": history[-1]["accuracy"],
               "seconds": round(time.perf_counter() - start, 2), "history": history}
     if out is not None:
-        write_json(out / "metrics.json", result)
-        write_atomic(out / "accuracy.png", lambda tmp: plot_accuracy({experiment.defense: history}, tmp))
+        write_together({out / "accuracy.png": lambda tmp: plot_accuracy({experiment.defense: history}, tmp),
+                        out / "metrics.json": json_writer(result)})
     return result
 
 
@@ -290,7 +321,13 @@ def read_result(folder: str | Path) -> dict:
     path = Path(folder) / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"no FedAvg result in {folder} (expected {path.name})")
-    return json.loads(path.read_text())
+    try:
+        result = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is damaged ({exc}); remove it to run that FedAvg cell again") from None
+    if not isinstance(result, dict) or "final_accuracy" not in result:
+        raise ValueError(f"{path} is not a FedAvg result (no final_accuracy); remove it to run that cell again")
+    return result
 
 
 def read_results(root: str | Path) -> dict[str, dict]:

@@ -21,6 +21,16 @@ from skimage.metrics import structural_similarity
 from .data import Normalization
 
 
+# A reconstruction farther from the truth than any two images in [0, 1] can be from each other
+# (MSE > 1 in pixel space) has left the image domain: the attack exploded. Non-finite MSE counts too.
+DIVERGED_MSE = 1.0
+
+
+def is_diverged(mse_value: float) -> bool:
+    """The attack diverged: its ``mse`` (in [0, 1] pixels) is non-finite or above :data:`DIVERGED_MSE`."""
+    return not math.isfinite(mse_value) or mse_value > DIVERGED_MSE
+
+
 def _check(reconstruction: torch.Tensor, truth: torch.Tensor) -> None:
     if reconstruction.shape != truth.shape:
         raise ValueError(f"shape mismatch: reconstruction {tuple(reconstruction.shape)} vs truth {tuple(truth.shape)}")

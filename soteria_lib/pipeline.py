@@ -17,9 +17,9 @@ from . import __version__
 from .attacks import Reconstruction, attack_info
 from .data import Normalization, Target, dataset_info, load_target
 from .defenses import defense_params, get_defense
-from .metrics import image_metrics, label_accuracy
+from .metrics import image_metrics, is_diverged, label_accuracy
 from .models import MODELS, get_model
-from .runtime import resolve_device, seed_everything, where_it_ran
+from .runtime import check_seed, resolve_device, seed_everything, where_it_ran
 from .scales import attack_budget
 from .threat import PrivateBatch, SharedUpdate, share_update
 
@@ -83,6 +83,7 @@ class RunResult:
 def validate(setup: Setup):
     """Check every name and number before any work or output; returns the built pieces."""
     info = attack_info(setup.attack)
+    check_seed(setup.seed)
     config = setup.attack_config()
     model_name, _ = setup.model_spec()
     if model_name not in MODELS:
@@ -114,6 +115,7 @@ def run_reconstruction(setup: Setup, progress: bool = True, frame_every: int = 0
     metrics = dict(asdict(setup), attack_config=asdict(config), model=model_name, model_options=model_options,
                    version=__version__)
     metrics.update(image_metrics(reconstruction.inputs, batch.inputs, normalization))
+    metrics["diverged"] = is_diverged(metrics["mse"])
     metrics.update(
         label=target.label,
         reconstructed_label=int(reconstruction.labels[0]),

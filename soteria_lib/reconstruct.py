@@ -5,20 +5,23 @@
 runs the original repository's experiment (GS against an untrained ConvNet, CIFAR-10) and
 writes ``OUTPUT/metrics.json`` (and with ``--save_image`` ``reconstruction.png`` in
 ``--image_path``, by default ``OUTPUT``). ``--attack=dlg`` runs DLG on its LeNet instead.
-Bad input exits with status 2 and one line on stderr; nothing is written unless the run
-finishes (an interrupted attack still writes its best result, marked ``interrupted``).
+Bad input exits with status 2 and one line on stderr, before any work; nothing is written unless
+the run finishes. Ctrl-C (or SIGTERM) stops the attack, writes its best result so far, marked
+``interrupted``, and exits with 130 (143); a second signal never leaves the image without its
+``metrics.json``: the two files appear together or not at all.
 The run itself is :func:`soteria_lib.pipeline.run_reconstruction` (chapters 2 to 4).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from ._cli import Parser, fail, non_negative_float, non_negative_int, positive_int
+from ._cli import (Parser, check_writable_folder, exit_with, fail, finite_float, handle_signals,
+                   interrupted_code, non_negative_float, non_negative_int, positive_float, positive_int,
+                   seed_int)
 from .attacks import ATTACKS
 from .data import DATASETS, DatasetNotFoundError
 from .defenses import defense_names
-from .files import write_atomic, write_json
+from .files import json_writer, write_together
 from .models import MODELS
 from .pipeline import Setup, run_reconstruction, validate
 from .plotting import save_comparison
@@ -39,11 +42,11 @@ def build_parser() -> Parser:
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
     p.add_argument("--target_id", type=int, default=-1, help="image index; -1 = the embedded photograph")
     p.add_argument("--defense", default="none", choices=defense_names())
-    p.add_argument("--pruning_rate", type=float, default=0.0, help="percentage in [0, 100)")
+    p.add_argument("--pruning_rate", type=finite_float, default=0.0, help="percentage in [0, 100)")
     p.add_argument("--epsilon", type=non_negative_float, default=None,
                    help="Soteria's score guard (default by model)")
     p.add_argument("--noise", type=non_negative_float, default=0.0, help="dp-gaussian: sigma; dp-laplace: scale b")
-    p.add_argument("--clip", type=float, default=None,
+    p.add_argument("--clip", type=positive_float, default=None,
                    help="dp-*: clip the update's global L2 norm to this before adding noise")
     p.add_argument("--scale", default="teaching", choices=list(SCALES))
     p.add_argument("--max_iterations", type=non_negative_int, default=None,
@@ -57,7 +60,7 @@ def build_parser() -> Parser:
                    help="read the label from the gradient (iDLG)")
     p.add_argument("--adaptive", action="store_true", default=None,
                    help="mask-aware attacker: match only the entries that are non-zero in the update")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="an integer in [0, 2**32 - 1]")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data_root", "--data_path", dest="data_root", default=None,
                    help="dataset folder (default: $SOTERIA_DATA)")
@@ -80,30 +83,47 @@ def setup_from(args) -> Setup:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handle_signals()
     setup = setup_from(args)
+    out = Path(args.output)
+    images = Path(args.image_path) if args.image_path else out
     try:
         validate(setup)
-        result = run_reconstruction(setup, progress=not args.no_progress)
+        check_writable_folder(out)
+        if args.save_image:
+            check_writable_folder(images, "image folder")
     except (ValueError, DatasetNotFoundError) as exc:
         return fail(PROG, str(exc))
+    try:
+        result = run_reconstruction(setup, progress=not args.no_progress)
+        write_results(result, args, out, images)
+    except (ValueError, DatasetNotFoundError) as exc:
+        return fail(PROG, str(exc))
+    except FloatingPointError as exc:
+        return fail(PROG, f"the run failed: {exc}", 1)
+    except KeyboardInterrupt:
+        return fail(PROG, "interrupted before a result existed; nothing written", interrupted_code())
+    m = result.metrics
+    state = ", interrupted" if m["interrupted"] else ", diverged" if m["diverged"] else ""
+    print(f"mse={m['mse']:.4g} psnr={m['psnr']:.2f}dB ssim={m['ssim']:.3f} label_correct={m['label_correct']} "
+          f"({m['iterations']} iterations{state}, {m['seconds']:.1f}s on {m['device']}) -> {out / 'metrics.json'}")
+    return interrupted_code() if m["interrupted"] else 0
 
-    out = Path(args.output)
+
+def write_results(result, args, out: Path, images: Path) -> None:
+    """``metrics.json`` and, with ``--save_image``, the PNG: together or not at all."""
     out.mkdir(parents=True, exist_ok=True)
+    writers = {}
     if args.save_image:
         normalization = result.update.metadata.normalization
         truth = normalization.normalize(result.target.image)
-        images = Path(args.image_path) if args.image_path else out
         images.mkdir(parents=True, exist_ok=True)
-        write_atomic(images / "reconstruction.png", lambda tmp: save_comparison(
+        writers[images / "reconstruction.png"] = lambda tmp: save_comparison(
             tmp, truth, result.reconstruction.inputs[0], normalization,
-            ("ground truth", f"{args.attack}, {args.defense} {args.pruning_rate:g}%")))
-    write_json(out / "metrics.json", result.metrics)
-    m = result.metrics
-    print(f"mse={m['mse']:.4g} psnr={m['psnr']:.2f}dB ssim={m['ssim']:.3f} label_correct={m['label_correct']} "
-          f"({m['iterations']} iterations{', interrupted' if m['interrupted'] else ''}, {m['seconds']:.1f}s on "
-          f"{m['device']}) -> {out / 'metrics.json'}")
-    return 0
+            ("ground truth", f"{args.attack}, {args.defense} {args.pruning_rate:g}%"))
+    writers[out / "metrics.json"] = json_writer(result.metrics)
+    write_together(writers)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -14,10 +14,23 @@ import numpy as np
 import torch
 
 
+# torch's CPU generator keeps the low 32 bits of a seed: seeds 0 and 2**32 give the same stream.
+# So a seed is an integer in [0, 2**32 - 1]; anything else is refused, never folded.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed) -> int:
+    """``seed`` if it is an integer in [0, 2**32 - 1], else a one-line ``ValueError``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"a seed is an integer in [0, {MAX_SEED}] (torch keeps 32 bits of it), got {seed!r}")
+    return seed
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (the model's initial weights are drawn from torch's stream)."""
+    check_seed(seed)
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
 

@@ -30,6 +30,13 @@ class PrivateBatch:
     inputs: torch.Tensor
     labels: torch.Tensor
 
+    def __post_init__(self):
+        if self.inputs.ndim < 2 or len(self.inputs) == 0:
+            raise ValueError(f"a private batch holds at least one input, got inputs of shape {tuple(self.inputs.shape)}")
+        if self.labels.shape != (len(self.inputs),) or self.labels.is_floating_point():
+            raise ValueError(f"a private batch has one integer label per input: {len(self.inputs)} inputs, "
+                             f"labels of shape {tuple(self.labels.shape)} and type {self.labels.dtype}")
+
 
 @dataclass(frozen=True)
 class UpdateMetadata:
@@ -53,8 +60,17 @@ class SharedUpdate:
 
 def loss_gradients(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                    create_graph: bool = False) -> Gradients:
-    """Gradient of the mean cross-entropy training loss with respect to every parameter."""
-    loss = F.cross_entropy(model(inputs), labels)
+    """Gradient of the mean cross-entropy training loss with respect to every parameter.
+
+    The models of this library end in an ``nn.Linear`` classifier whose outputs are the logits
+    (the layer chapter 1 shows leaking, and Soteria's default layer); a model whose output does
+    not match its last ``nn.Linear`` is refused."""
+    logits = model(inputs)
+    classes = num_classes(model)  # raises when the model has no nn.Linear
+    if logits.shape != (len(inputs), classes):
+        raise ValueError(f"the model's output has shape {tuple(logits.shape)}, but its last nn.Linear has "
+                         f"{classes} outputs: the library expects logits from a final nn.Linear layer")
+    loss = F.cross_entropy(logits, labels)
     return tuple(torch.autograd.grad(loss, list(model.parameters()), create_graph=create_graph))
 
 
@@ -67,6 +83,8 @@ def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normaliza
     they are declared in ``metadata.extra["labels"]``; the images never are.
     """
     gradients = loss_gradients(model, batch.inputs, batch.labels)
+    if not all(bool(torch.isfinite(g).all()) for g in gradients):
+        raise FloatingPointError("the training loss has a NaN or infinite gradient: the model has diverged")
     if defense is not None:
         gradients = defense(model, batch.inputs, batch.labels, gradients)
     metadata = UpdateMetadata(

@@ -1,11 +1,15 @@
 """The sweep's command line: running, resuming, FedAvg cells, and bad grids (exit 2, one line)."""
 import json
 import math
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from processes import alive, children, finish, interrupt, run_main, start, wait_until
 
 from soteria_lib import experiments
 from soteria_lib.sweep import runner
@@ -88,6 +92,17 @@ BAD_GRIDS = [
     ('[attacks.dlg]\ndatasets = ["mnist"]\nmax_iterations = {cifar10 = 3}', "no budget for dataset 'mnist'"),
     ('[attacks.dlg]\ndatasets = ["mnist"]\n[fedavg]\ndatasets = ["mnist"]\noutput = "unused"\n'
      'options = {rounds = "x"}', "fedavg.options"),
+    ('[attacks.dlg]\ndatasets = ["mnist"]\n[fedavg]\ndatasets = ["mnist"]\noutput = "unused"\n'
+     'options = {lr = -1.0}', "fedavg.options: lr must be a finite number > 0"),
+    ('[attacks.dlg]\ndatasets = ["mnist"]\n[fedavg]\ndatasets = ["mnist"]\noutput = "unused"\n'
+     'options = {alpha = 0.0}', "fedavg.options: alpha must be a finite number > 0"),
+    ('[attacks.dlg]\ndatasets = ["mnist"]\n[fedavg]\ndatasets = ["mnist"]\noutput = "unused"\n'
+     'options = {iterations = 3}', "unknown FedAvg option 'iterations'"),
+    ('[attacks.gs]\ndatasets = ["mnist"]\nattack_options = {restarts = 0}', "restarts must be an integer >= 1"),
+    ('[attacks.gs]\ndatasets = ["mnist"]\nattack_options = {cost_fn = "cos"}', "unknown cost_fn 'cos'"),
+    ('[attacks.gs]\ndatasets = ["mnist"]\nattack_options = {tv = -1.0}', "tv must be a finite number >= 0"),
+    ('[attacks.dlg]\ndatasets = ["mnist"]\nattack_options = {lr = 0.0}', "lr must be a finite number > 0"),
+    ('[attacks.dlg]\ndatasets = ["mnist"]\nattack_options = {max_iterations = 3}', "as a key of attacks.dlg itself"),
 ]
 
 
@@ -109,7 +124,67 @@ def test_bad_grid_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, defens
     assert experiments.main(["run", str(grid), "--output", str(csv), "--no_progress"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
-    assert not csv.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def _damaged_sessions(tmp_path):
+    (tmp_path / "out.sessions.json").write_text('[{"command": "cut sh')
+
+
+def _damaged_cell(tmp_path):
+    cell = tmp_path / "fa" / "mnist_none_none"
+    cell.mkdir(parents=True)
+    (cell / "metrics.json").write_text("{not json")
+
+
+RUN_ERRORS = [
+    (["--output", "/proc/soteria.csv"], None, "is not writable"),
+    (["--output", "."], None, "results file . exists and is not a file"),
+    (["--workers", "0"], None, "--workers: must be a positive integer"),
+    ([], _damaged_sessions, "out.sessions.json is damaged"),
+    (["--fedavg", "fa"], _damaged_cell, "mnist_none_none/metrics.json is damaged"),
+]
+
+
+@pytest.mark.parametrize("flags, prepare_folder, needle", RUN_ERRORS)
+def test_run_refuses_bad_places_and_damaged_files_before_running(tmp_path, monkeypatch, capsys, flags,
+                                                                 prepare_folder, needle):
+    monkeypatch.chdir(tmp_path)
+    grid = _write(tmp_path / "g.toml", TWO_CELLS + '[fedavg]\ndatasets = ["mnist"]\n[fedavg.defenses]\nnone = true\n')
+    if prepare_folder:
+        prepare_folder(tmp_path)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    output = [] if "--output" in flags else ["--output", "out.csv"]
+    assert run_main(experiments.main, ["run", str(grid), *output, *flags, "--no_progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in lines[0], lines
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("text, needle", [
+    (None, "is a folder"),
+    ('scale = "teaching"\nimages = [-1]\nseeds = [4294967296]\n[defenses]\nnone = true\n'
+     '[attacks.dlg]\ndatasets = ["mnist"]', "grid.seeds: a seed is an integer in [0, 4294967295]"),
+])
+def test_bad_grid_files_are_named(tmp_path, capsys, text, needle):
+    grid = tmp_path / "grid.toml"
+    grid.mkdir() if text is None else grid.write_text(text)
+    assert experiments.main(["run", str(grid), "--output", str(tmp_path / "x.csv"), "--no_progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_summarize_refuses_a_folder_and_a_damaged_log(tmp_path, capsys):
+    assert experiments.main(["summarize", str(tmp_path), "--output", str(tmp_path / "s.md")]) == 2
+    assert "is not a file" in capsys.readouterr().err
+    csv = tmp_path / "r.csv"
+    prepare(csv)
+    (tmp_path / "r.sessions.json").write_text("{")
+    assert experiments.main(["summarize", str(csv), "--output", str(tmp_path / "s.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("holds no results" in err[0] or "damaged" in err[0]), err
+    assert not (tmp_path / "s.md").exists()
 
 
 def test_missing_grid_file_exits_2_from_the_shell(tmp_path):
@@ -125,3 +200,45 @@ def test_summarize_missing_csv_exits_2(tmp_path, capsys):
     assert experiments.main(["summarize", str(tmp_path / "none.csv"), "--output", str(tmp_path / "s.md")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "s.md").exists()
+
+
+# Many short runs: the sweep is still busy when it is signalled.
+MANY = TWO_CELLS.replace("seeds = [0]", "seeds = [" + ", ".join(str(s) for s in range(40)) + "]").replace(
+    "max_iterations = 2", "max_iterations = 40")
+
+
+def _rows(csv) -> int:
+    return len(read_rows(csv)) if csv.exists() else 0
+
+
+@pytest.mark.parametrize("workers, sig, code", [(1, signal.SIGINT, 130), (2, signal.SIGINT, 130),
+                                                (1, signal.SIGTERM, 143), (2, signal.SIGTERM, 143)])
+def test_a_signal_stops_the_sweep_keeps_its_rows_and_leaves_no_worker(tmp_path, workers, sig, code):
+    grid, csv = _write(tmp_path / "many.toml", MANY), tmp_path / "many.csv"
+    process = start("experiments", "run", str(grid), "--output", str(csv), "--workers", str(workers),
+                    "--no_progress", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    wait_until(lambda: _rows(csv) >= 1, what="a first finished row")
+    pids = children(process.pid)
+    interrupt(process, sig)
+    returncode, err = finish(process)
+    assert returncode == code and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].endswith("interrupted; finished runs are kept, run again to resume")
+    done = read_rows(csv)  # every row complete and typed
+    assert 1 <= len(done) < 80 and len({(r["defense"], r["seed"]) for r in done}) == len(done)
+    assert runner.read_sessions(csv)[-1]["status"] == "interrupted"
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10, what="the workers to end")
+
+
+def test_killing_the_sweep_kills_its_workers(tmp_path):
+    """Workers busy with long attacks (100,000 L-BFGS steps) die with their parent, even by SIGKILL."""
+    grid, csv = _write(tmp_path / "long.toml", MANY.replace("max_iterations = 40", "max_iterations = 100000")), \
+        tmp_path / "long.csv"
+    process = start("experiments", "run", str(grid), "--output", str(csv), "--workers", "2", "--no_progress",
+                    cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    wait_until(lambda: len(children(process.pid)) >= 2, what="two workers")
+    pids = children(process.pid)
+    time.sleep(3)  # the workers have picked up their first runs
+    interrupt(process, signal.SIGKILL)
+    process.wait(timeout=30)
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10, what="the orphaned workers to die")
+    assert _rows(csv) == 0  # no run of 100,000 steps finished, and nothing half-written appeared

@@ -1,11 +1,16 @@
 """The reconstruction command line: the original repository's flags, bad input, Ctrl-C."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from processes import finish, interrupt, run_main, start, wait_for_output
+
+from soteria_lib.reconstruct import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,21 +47,40 @@ def test_main_example_runs_without_any_dataset(tmp_path):
     (["--max_iterations=-1"], "max_iterations"),
     (["--target_id=-7"], "target_id"),
     (["--target_id=3", "--data_root=/nonexistent/soteria"], "SOTERIA_DATA"),
-    (["--pruning_rate=abc"], "invalid float"),
+    (["--pruning_rate=abc"], "--pruning_rate: must be a finite number, got 'abc'"),
     (["--restarts=0"], "restarts"),
     (["--tv=-1"], "tv"),
     (["--cost_fn=cos"], "unknown cost_fn 'cos'"),
     (["--optimizer=rmsprop"], "unknown optimizer 'rmsprop'"),
     (["--model=resnet"], "invalid choice"),
     (["--attack=dlg", "--restarts=2"], "has no option 'restarts'"),
+    (["--epsilon=nan", "--defense=ours", "--pruning_rate=10"], "--epsilon: must be a finite number"),
+    (["--epsilon=inf", "--defense=ours", "--pruning_rate=10"], "--epsilon: must be a finite number"),
+    (["--tv=inf"], "--tv: must be a finite number"),
+    (["--pruning_rate=nan", "--defense=prune"], "--pruning_rate: must be a finite number"),
+    (["--noise=inf", "--defense=dp-laplace"], "--noise: must be a finite number"),
+    (["--clip=nan", "--defense=dp-gaussian"], "--clip: must be a finite number > 0"),
+    (["--seed=4294967296"], "--seed: must be an integer in [0, 4294967295]"),
+    (["--seed=1180591620717411303424"], "--seed: must be an integer"),
+    (["--seed=-1"], "--seed: must be an integer"),
+    (["--pruning_rate=60"], "pruning_rate does not apply to defense 'none'"),
+    (["--defense=dp-gaussian", "--noise=0.1", "--pruning_rate=60"], "pruning_rate does not apply"),
+    (["--defense=prune", "--pruning_rate=10", "--epsilon=0.1"], "epsilon does not apply to defense 'prune'"),
+    (["--output=/proc/soteria-out"], "is not writable"),
 ])
-def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, args, needle):
-    out = tmp_path / "out"
-    proc = _cli(*args, f"--output={out}", cwd=tmp_path)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
-    assert not out.exists()
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, monkeypatch, capsys, args, needle):
+    monkeypatch.chdir(tmp_path)
+    assert run_main(main, [*args, "--no_progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_output_that_is_a_file_is_refused_before_the_attack(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    proc = _cli("--output=taken", "--max_iterations=100000", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == ("soteria-reconstruct: error: output folder taken "
+                                                           "exists and is not a folder")
 
 
 def test_data_path_is_an_alias_and_both_flag_styles_parse():
@@ -100,7 +124,6 @@ def test_dryrun_runs_one_iteration_with_the_gs_flags(tmp_path):
 
 def test_ctrl_c_still_writes_metrics_and_image(tmp_path, monkeypatch):
     from soteria_lib.models import ConvNet
-    from soteria_lib.reconstruct import main
 
     calls = {"n": 0}
     original = ConvNet.forward
@@ -113,7 +136,7 @@ def test_ctrl_c_still_writes_metrics_and_image(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ConvNet, "forward", forward)
     out = tmp_path / "run"
-    assert main(["--max_iterations=50", "--save_image", "--no_progress", f"--output={out}"]) == 0
+    assert main(["--max_iterations=50", "--save_image", "--no_progress", f"--output={out}"]) == 130
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] and 0 < metrics["iterations"] < 50
     assert (out / "reconstruction.png").is_file()
@@ -144,3 +167,33 @@ def test_bad_noise_flags_are_one_line_errors(tmp_path, args, needle):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_attack_and_keeps_its_best_result(tmp_path, sig, code):
+    out = tmp_path / "run"
+    process = start("reconstruct", "--attack=dlg", "--dataset=mnist", "--max_iterations=100000", "--save_image",
+                    f"--output={out}", cwd=tmp_path)
+    wait_for_output(process, "DLG")  # the attack's progress bar: the attack is running
+    interrupt(process, sig)
+    returncode, err = finish(process)
+    assert returncode == code and "Traceback" not in err, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] and metrics["iterations"] < 100000
+    assert (out / "reconstruction.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_two_quick_signals_never_leave_an_image_without_its_metrics(tmp_path):
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}"
+        process = start("reconstruct", "--attack=dlg", "--dataset=mnist", "--max_iterations=100000",
+                        "--save_image", f"--output={out}", cwd=tmp_path)
+        wait_for_output(process, "DLG")
+        interrupt(process)
+        time.sleep(0.05 * attempt)
+        if process.poll() is None:
+            interrupt(process)
+        returncode, err = finish(process)
+        assert returncode == 130 and "Traceback" not in err, err
+        written = sorted(p.name for p in out.iterdir()) if out.exists() else []
+        assert written in ([], ["metrics.json", "reconstruction.png"]), written

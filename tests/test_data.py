@@ -1,7 +1,14 @@
+"""Datasets: the shared copies load, a missing one is one line, a damaged file is named."""
+import pickle
+import shutil
+
+import numpy as np
 import pytest
 import torch
+import torchvision
 
-from soteria_lib.data import DATASETS, DatasetNotFoundError, embedded_image, load_dataset, load_target
+from soteria_lib.data import (DATASETS, DatasetDamagedError, DatasetNotFoundError, embedded_image, load_dataset,
+                              load_target)
 
 
 @pytest.mark.parametrize("name, train, shape", [
@@ -53,3 +60,108 @@ def test_bad_target_ids(data_root):
         load_target("cifar10", -2, data_root)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("svhn", data_root)
+
+
+def test_a_failed_download_leaves_no_folder_or_file_behind(tmp_path, monkeypatch):
+    def half_a_download(root, train, download):
+        raw = tmp_path / "cache" / "deep" / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        (raw / "train-images-idx3-ubyte.gz.part").write_bytes(b"\x1f\x8b")
+        raise RuntimeError("connection reset")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", half_a_download)
+    with pytest.raises(DatasetNotFoundError, match="connection reset"):
+        load_dataset("mnist", tmp_path / "cache" / "deep")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _mnist_copy(data_root, tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        shutil.copy(data_root / "MNIST" / "raw" / name, raw / name)
+    return raw
+
+
+def _truncate(path, keep):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _retitle(path, count):  # the header's item count, the body unchanged
+    data = bytearray(path.read_bytes())
+    data[4:8] = count.to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+
+
+def _label(path, value):
+    data = bytearray(path.read_bytes())
+    data[8] = value
+    path.write_bytes(bytes(data))
+
+
+MNIST_DAMAGE = [
+    ("t10k-images-idx3-ubyte", lambda p: _truncate(p, 0), "too short for an IDX header"),
+    ("t10k-images-idx3-ubyte", lambda p: _truncate(p, 1000), "the file holds 984 bytes"),
+    ("t10k-labels-idx1-ubyte", lambda p: p.write_bytes(b"\x1f\x8b\x08\x00" + p.read_bytes()[4:]), "magic 1f8b0800"),
+    ("t10k-labels-idx1-ubyte", lambda p: _truncate(p, 8 + 9_999), "the header announces 10000 items"),
+    ("t10k-labels-idx1-ubyte", lambda p: (_truncate(p, 8 + 9_999), _retitle(p, 9_999)), "10000 images but 9999 labels"),
+    ("t10k-labels-idx1-ubyte", lambda p: _label(p, 12), "labels outside 0..9"),
+]
+
+
+@pytest.mark.parametrize("name, damage, needle", MNIST_DAMAGE)
+def test_damaged_mnist_files_are_named_with_what_is_wrong(data_root, tmp_path, name, damage, needle):
+    raw = _mnist_copy(data_root, tmp_path)
+    damage(raw / name)
+    with pytest.raises(DatasetDamagedError) as info:
+        load_dataset("mnist", tmp_path / "data", train=False, download=False)
+    message = str(info.value)
+    assert needle in message and name in message and "\n" not in message, message
+
+
+def _cifar_copy(data_root, tmp_path):
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    shutil.copytree(data_root / "cifar-10-batches-py", folder)
+    return folder / "test_batch"
+
+
+def _repickle(path, change):
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    change(batch)
+    path.write_bytes(pickle.dumps(batch))
+
+
+CIFAR_DAMAGE = [
+    (lambda p: p.write_bytes(b""), "not a readable CIFAR-10 batch"),
+    (lambda p: _truncate(p, 5000), "not a readable CIFAR-10 batch"),
+    (lambda p: p.write_bytes(pickle.dumps([1, 2, 3])), "expected a dict with 'data' and 'labels'"),
+    (lambda p: _repickle(p, lambda b: b.update(labels=b["labels"][:-1])), "1017 images but 1016 labels"),
+    (lambda p: _repickle(p, lambda b: b.update(data=b["data"][:, :100])), "expected (N, 3072) unsigned bytes"),
+    (lambda p: _repickle(p, lambda b: b["labels"].__setitem__(0, -1)), "labels outside 0..9"),
+    (lambda p: _repickle(p, lambda b: b.update(data=np.zeros((0, 3072), np.uint8), labels=[])), "no images"),
+]
+
+
+@pytest.mark.parametrize("damage, needle", CIFAR_DAMAGE)
+def test_damaged_cifar_files_are_named_with_what_is_wrong(data_root, tmp_path, damage, needle):
+    batch = _cifar_copy(data_root, tmp_path)
+    damage(batch)
+    with pytest.raises(DatasetDamagedError) as info:
+        load_dataset("cifar10", tmp_path / "data", train=False, download=False)
+    message = str(info.value)
+    assert needle in message and str(batch) in message and "\n" not in message, message
+
+
+def test_a_damaged_file_is_one_line_from_the_command_line(data_root, tmp_path, capsys):
+    from processes import run_main
+    from soteria_lib import reconstruct
+
+    raw = _mnist_copy(data_root, tmp_path)
+    _truncate(raw / "t10k-labels-idx1-ubyte", 100)
+    args = ["--attack=gs", "--dataset=mnist", "--target_id=0", f"--data_root={tmp_path / 'data'}",
+            f"--output={tmp_path / 'out'}", "--no_progress"]
+    assert run_main(reconstruct.main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "t10k-labels-idx1-ubyte" in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -214,3 +214,19 @@ def test_shared_update_carries_the_defended_gradient_and_no_data():
     assert update.metadata.batch_size == 1 and update.metadata.input_shape == (3, 32, 32)
     assert int((update.gradients[-2].abs().sum(0) == 0).sum()) == 384
     assert not any(v is inputs or v is labels for v in vars(update).values())
+
+
+@pytest.mark.parametrize("name, params", [("none", {}), ("soteria", {"pruning_rate": 40}),
+                                          ("prune", {"pruning_rate": 40}), ("dp-gaussian", {"sigma": 0.1}),
+                                          ("dp-laplace", {"scale": 0.1})])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_defenses_refuse_non_finite_gradients(name, params, bad):
+    """A NaN would otherwise move pruning's threshold or pass through as a shared number."""
+    torch.manual_seed(0)
+    model = get_model("lenet", (1, 28, 28))
+    x, y = torch.rand(1, 1, 28, 28), torch.tensor([3])
+    gradients = list(loss_gradients(model, x, y))
+    gradients[0] = gradients[0].clone()
+    gradients[0][0, 0, 0, 0] = bad
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        get_defense(name, **params)(model, x, y, tuple(gradients))

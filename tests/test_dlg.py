@@ -74,3 +74,12 @@ def test_negative_iterations_are_refused():
                           Normalization.identity(1))
     with pytest.raises(ValueError, match="max_iterations"):
         get_attack("dlg")(model, update, max_iterations=-1)
+
+
+def test_batchnorm_in_train_mode_is_refused():
+    torch.manual_seed(0)
+    model = get_model("convnet", (1, 28, 28), width=2)
+    update = share_update(model.eval(), PrivateBatch(torch.rand(1, 1, 28, 28), torch.tensor([1])),
+                          Normalization.identity(1))
+    with pytest.raises(ValueError, match="eval mode"):
+        get_attack("dlg")(model.train(), update, max_iterations=1, progress=False)

@@ -80,9 +80,11 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("clients", 0), ("fraction", 0.0), ("fraction", 1.5),
-                                          ("batch_size", 0), ("lr", -0.1), ("alpha", 0.0)])
+                                          ("fraction", float("nan")), ("batch_size", 0), ("lr", -0.1),
+                                          ("lr", float("inf")), ("alpha", 0.0), ("alpha", float("inf")),
+                                          ("rounds", 2.5), ("seed", 2**32)])
 def test_bad_configuration_is_refused(field, value):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=field if field != "seed" else "a seed"):
         FedAvgConfig(**{field: value})
 
 

@@ -10,6 +10,7 @@ from soteria_lib import experiments
 from soteria_lib.defenses import DefenseSetting
 from soteria_lib.sweep import runner
 from soteria_lib.sweep.grid import FedAvgSpec, GridError, load_grid
+from soteria_lib.quantiles import quantile
 from soteria_lib.sweep.results import COLUMNS, append_row, prepare, read_rows, spec_from_row
 from soteria_lib.sweep.summary import summarize
 
@@ -99,16 +100,60 @@ def test_fedavg_cell_is_skipped_only_for_its_own_config(tmp_path):
     assert noise.folder().name == "mnist_dp-laplace_s0.01"
 
 
-def test_a_committed_row_reproduces_its_mse(data_root):
+# What a committed row promises on another machine. A row repeats bit for bit only where it was
+# made (same CPU kernels and threads): DLG's L-BFGS on the sigmoid LeNet is chaotic, so other
+# rounding gives another trajectory. What carries over is the regime of each run and the statistics
+# of a cell. Measured on one machine by re-running the 30 runs of each undefended DLG cell and of
+# GS on CIFAR-10 with torch's AVX-512, AVX2 and non-vectorised kernels (ATEN_CPU_CAPABILITY): no run
+# changed regime (reconstructed, MSE < 0.01; in between; diverged, MSE > 1), reconstructed runs
+# moved by at most 1.7x, and cell medians by at most 1.2x. The tolerances below are twice that.
+RECONSTRUCTED, DIVERGED = 0.01, 1.0
+RUN_FACTOR, MEDIAN_FACTOR, COUNT_SLACK = 4.0, 2.0, 3
+
+
+def _regime(mse: float) -> str:
+    return "reconstructed" if mse < RECONSTRUCTED else "diverged" if not mse <= DIVERGED else "partial"
+
+
+def _undefended_dlg_mnist() -> list[dict]:
     if not COMMITTED.exists():
         pytest.skip("results/teaching.csv has not been generated")
-    rows = [r for r in read_rows(COMMITTED) if r["attack"] == "dlg" and r["dataset"] == "mnist"
-            and r["device"] == "cpu" and r["defense"] == "none" and not r["diverged"]]
-    row = min(rows, key=lambda r: r["seconds"])
+    return [r for r in read_rows(COMMITTED) if r["attack"] == "dlg" and r["dataset"] == "mnist"
+            and r["defense"] == "none" and r["device"] == "cpu"]
+
+
+def test_a_row_repeats_bit_for_bit_on_the_machine_that_runs_it(data_root):
+    row = min(_undefended_dlg_mnist(), key=lambda r: r["seconds"])
     torch.set_num_threads(1)  # as in the sweep's workers
+    first, second = (runner.reconstruction_row(spec_from_row(row), "cpu", str(data_root), "test") for _ in range(2))
+    for key in ("mse", "mse_normalized", "psnr", "matching_loss", "iterations", "label"):
+        assert first[key] == second[key], key
+    assert first["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and first["torch_threads"] == 1
+    assert first["torch_version"] == torch.__version__
+
+
+def test_a_committed_reconstruction_lands_in_its_regime_on_any_machine(data_root):
+    rows = [r for r in _undefended_dlg_mnist() if r["mse"] < RECONSTRUCTED / 10]
+    row = min(rows, key=lambda r: r["seconds"])
+    torch.set_num_threads(1)
     fresh = runner.reconstruction_row(spec_from_row(row), "cpu", str(data_root), "test")
-    assert fresh["mse"] == pytest.approx(row["mse"], rel=1e-3, abs=1e-7)
-    assert fresh["label"] == row["label"]
+    assert _regime(fresh["mse"]) == "reconstructed" and fresh["label"] == row["label"]
+    assert 1 / RUN_FACTOR <= fresh["mse"] / row["mse"] <= RUN_FACTOR, (fresh["mse"], row["mse"])
+
+
+def test_a_committed_cell_is_reproduced_within_its_tolerance(data_root):
+    """The undefended DLG MNIST cell (10 images x 3 seeds) run again: the same share of runs in each
+    regime and the same median, within the tolerances above."""
+    committed = _undefended_dlg_mnist()
+    torch.set_num_threads(1)
+    fresh = [runner.reconstruction_row(spec_from_row(r), "cpu", str(data_root), "test")["mse"] for r in committed]
+    for regime in ("reconstructed", "diverged"):
+        before = sum(_regime(r["mse"]) == regime for r in committed)
+        after = sum(_regime(mse) == regime for mse in fresh)
+        assert abs(after - before) <= COUNT_SLACK, (regime, before, after)
+    median_before = quantile([r["mse"] for r in committed], 0.5)
+    median_after = quantile(fresh, 0.5)
+    assert 1 / MEDIAN_FACTOR <= median_after / median_before <= MEDIAN_FACTOR, (median_before, median_after)
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -58,3 +58,32 @@ def test_label_inference_needs_a_batch_of_one():
     update = share_update(model, batch, Normalization.identity(3))
     with pytest.raises(ValueError, match="batch of one"):
         infer_label(model, update)
+
+
+def test_a_batch_needs_inputs_and_one_integer_label_each():
+    with pytest.raises(ValueError, match="at least one input"):
+        PrivateBatch(torch.rand(0, 1, 28, 28), torch.tensor([], dtype=torch.long))
+    with pytest.raises(ValueError, match="one integer label per input"):
+        PrivateBatch(torch.rand(2, 1, 28, 28), torch.tensor([1]))
+    with pytest.raises(ValueError, match="one integer label per input"):
+        PrivateBatch(torch.rand(1, 1, 28, 28), torch.tensor([1.0]))
+
+
+def test_a_model_must_end_in_its_linear_classifier():
+    """The leak (chapter 1), Soteria's default layer and the label count all come from the last
+    nn.Linear; a model whose output is something else is refused, not misread."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.Linear(10, 10),
+                                torch.nn.Softmax(dim=1), torch.nn.Unflatten(1, (2, 5)))
+    batch = PrivateBatch(torch.rand(1, 1, 28, 28), torch.tensor([1]))
+    with pytest.raises(ValueError, match="final nn.Linear"):
+        share_update(model, batch, Normalization.identity(1))
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        share_update(torch.nn.Sequential(torch.nn.Flatten()), batch, Normalization.identity(1))
+
+
+def test_a_diverged_model_shares_nothing():
+    model, batch, _ = _update()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="diverged"):
+        share_update(model, batch, Normalization.identity(3))

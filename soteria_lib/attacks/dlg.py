@@ -21,7 +21,7 @@ from ..scales import SCALES
 from ..threat import SharedUpdate
 from .labels import LABEL_RULES, infer_label
 from .matching import l2_cost, masked, matching_masks
-from .registry import attack_info, check_count, check_finite, register_attack
+from .registry import attack_info, check_count, check_eval_mode, check_finite, register_attack
 from .result import BestSoFar, Reconstruction
 
 
@@ -61,6 +61,7 @@ def dlg(model: nn.Module, update: SharedUpdate, config: DLGConfig | None = None,
     so far. ``settings`` override fields of ``config`` (``dlg(model, update, max_iterations=50)``).
     ``frame_every > 0`` records the current dummy image every that many steps."""
     config = attack_info("dlg").configure(config, **settings)
+    check_eval_mode(model, "dlg")
     meta = update.metadata
     device = update.gradients[0].device
     params = list(model.parameters())

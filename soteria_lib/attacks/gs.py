@@ -47,7 +47,7 @@ from ..scales import SCALES
 from ..threat import Gradients, SharedUpdate
 from .labels import infer_label
 from .matching import cosine_cost, l2_cost, masked, matching_masks
-from .registry import attack_info, check_count, check_finite, register_attack
+from .registry import attack_info, check_count, check_eval_mode, check_finite, register_attack
 from .result import Reconstruction
 
 MILESTONE_DIVISORS = (2.667, 1.6, 1.142)
@@ -134,11 +134,6 @@ def _labels(model: nn.Module, update: SharedUpdate, infer_labels: bool) -> torch
     return known
 
 
-def _check_eval_mode(model: nn.Module) -> None:
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()):
-        raise ValueError("GS runs BatchNorm in eval mode, as the client did: call model.eval() first")
-
-
 @dataclass(frozen=True)
 class GSConfig:
     """GS's settings. ``max_iterations`` defaults to the teaching budget; ``restarts`` independent
@@ -184,7 +179,7 @@ def gs(model: nn.Module, update: SharedUpdate, config: GSConfig | None = None, *
     ``best_restart`` and every restart's final matching cost.
     """
     config = attack_info("gs").configure(config, **settings)
-    _check_eval_mode(model)
+    check_eval_mode(model, "gs")
     max_iterations, restarts, signed = config.max_iterations, config.restarts, config.signed
     spec = OPTIMIZERS[config.optimizer]
     meta = update.metadata

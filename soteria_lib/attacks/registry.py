@@ -12,6 +12,16 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
+from torch import nn
+
+
+def check_eval_mode(model: nn.Module, attack: str) -> None:
+    """Attacks refuse BatchNorm in train mode: the client's update was then normalised with its own
+    batch's statistics, which a dummy batch does not share. Run the model in eval mode, as the
+    pipeline's client and attacker both do (chapter 3)."""
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()):
+        raise ValueError(f"{attack.upper()} runs BatchNorm in eval mode, as the client did: call model.eval() first")
+
 
 def check_count(name: str, value, minimum: int) -> None:
     """A settings field that counts something (iterations, restarts) is an integer >= ``minimum``."""

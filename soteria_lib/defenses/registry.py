@@ -13,6 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
+from ..runtime import MAX_SEED, check_seed
+
 
 def check_rate(pruning_rate: float) -> float:
     """A pruning rate is a percentage in [0, 100)."""
@@ -84,11 +88,23 @@ def register_defense(name: str, *, title: str, order: int, style: tuple[str, str
         for key in (name, *aliases):
             if key in DEFENSES or key in ALIASES:
                 raise ValueError(f"defense name {key!r} is registered already")
+        builder.__call__ = _refusing_non_finite(builder.__call__, name)
         DEFENSES[name] = DefenseInfo(name, builder, title, STRENGTHS.get(strength), keyword, tuple(options),
                                      seeded, tuple(aliases), family or name, order, style)
         ALIASES.update({alias: name for alias in aliases})
         return builder
     return wrap
+
+
+def _refusing_non_finite(call: Callable, name: str) -> Callable:
+    """Every registered defense refuses a gradient with NaN or infinite entries: they would move
+    its thresholds (or pass straight through), and a diverged client has nothing to protect."""
+    def checked(self, model, inputs, labels, gradients):
+        if not all(bool(torch.isfinite(g).all()) for g in gradients):
+            raise FloatingPointError(f"defense {name!r} was given a gradient with NaN or infinite entries")
+        return call(self, model, inputs, labels, gradients)
+    checked.__doc__, checked.__wrapped__ = call.__doc__, call
+    return checked
 
 
 def defense_names() -> list[str]:
@@ -112,8 +128,9 @@ def get_defense(name: str, **params):
 def defense_params(name: str, seed: int = 0, **options) -> dict:
     """The builder keywords of defense ``name`` from run options (``pruning_rate``, ``noise``,
     ``epsilon``, ``clip``: the command lines' flags). An option the defense does not take is
-    refused unless it has its "not given" value. A seeded defense draws from ``seed + 1``, so that
-    its noise never replays the stream that the run's other draws (model, dummy) start from."""
+    refused unless it has its "not given" value. A seeded defense draws from ``seed + 1`` (modulo
+    2**32, the seeds torch tells apart), so that its noise never replays the stream that the run's
+    other draws (model, dummy) start from."""
     info = defense_info(name)
     unknown = sorted(set(options) - set(OPTION_DEFAULTS))
     if unknown:
@@ -129,7 +146,7 @@ def defense_params(name: str, seed: int = 0, **options) -> dict:
             takes = ", ".join(used) or "no option"
             raise ValueError(f"{option} does not apply to defense {info.name!r} (it takes {takes})")
     if info.seeded:
-        params["seed"] = seed + 1
+        params["seed"] = (check_seed(seed) + 1) % (MAX_SEED + 1)
     return params
 
 

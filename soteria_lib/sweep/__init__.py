@@ -8,8 +8,9 @@ Modules: :mod:`.grid` (grid files), :mod:`.results` (the CSV), :mod:`.runner` (r
 cells included), :mod:`.summary` (statistics and matched-accuracy ratios), :mod:`.report`
 (Markdown), :mod:`.plots` (figures). The command line is :mod:`soteria_lib.experiments`.
 """
+from ..metrics import DIVERGED_MSE
 from .grid import Grid, GridError, load_grid
-from .results import DIVERGED_MSE, read_rows
+from .results import read_rows
 from .summary import summarize
 
 __all__ = ["DIVERGED_MSE", "Grid", "GridError", "load_grid", "read_rows", "summarize"]

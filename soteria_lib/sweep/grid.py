@@ -41,6 +41,7 @@ from ..data import DATASETS
 from ..defenses import DefenseSetting, defense_info, defense_names
 from ..federated import FedAvgExperiment
 from ..pipeline import Setup
+from ..runtime import check_seed
 from ..scales import SCALES
 
 DEFAULT_FEDAVG_OUTPUT = "results/fedavg"
@@ -246,10 +247,14 @@ def parse_fedavg(table: dict, scale: str, settings, output: Path) -> list[FedAvg
 def load_grid(path: str | Path, fedavg_output: str | Path | None = None) -> Grid:
     """Read and check a grid file; ``fedavg_output`` overrides its ``[fedavg] output``."""
     path = Path(path)
+    if path.is_dir():
+        raise GridError(f"grid file {path} is a folder")
     try:
         table = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise GridError(f"grid file {path} does not exist") from None
+    except OSError as exc:
+        raise GridError(f"grid file {path} cannot be read ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise GridError(f"{path} is not valid TOML: {exc}") from None
     _check_keys(table, TOP_KEYS, str(path))
@@ -260,6 +265,11 @@ def load_grid(path: str | Path, fedavg_output: str | Path | None = None) -> Grid
     if min(images) < -1:
         raise GridError(f"grid.images: target ids are -1 (embedded photograph) or >= 0, got {min(images)}")
     seeds = _int_list(table, "seeds", "grid")
+    for seed in seeds:
+        try:
+            check_seed(seed)
+        except ValueError as exc:
+            raise GridError(f"grid.seeds: {exc}") from None
     settings = parse_defenses(_require(table, "defenses", dict, "grid"))
     reconstructions = parse_attacks(_require(table, "attacks", dict, "grid"), scale, images, seeds, settings)
     fedavg_table = table.get("fedavg")

@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 
 from ..defenses import DEFENSES
 from ..files import write_atomic
+from ..metrics import DIVERGED_MSE
 from .report import title
-from .results import DIVERGED_MSE
 from .summary import Group
 
 

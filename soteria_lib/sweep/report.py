@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..defenses import DefenseSetting
-from .results import DIVERGED_MSE
+from ..metrics import DIVERGED_MSE
 from .summary import CAPPED_RULE, CONVENTIONS, MATCHING_RULE, PUBLISHED_GS_CIFAR10, Group, fedavg_records
 
 DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}

@@ -3,7 +3,9 @@
 A row is written in one ``write`` call and flushed to disk before the next run is recorded, so
 an interrupted sweep leaves only complete rows (an unterminated last line is ignored when read,
 and dropped before the next sweep appends). The parameter columns (:data:`KEY_COLUMNS`) identify
-a run: a sweep skips every run whose key is already in the file.
+a run: a sweep skips every run whose key is already in the file. Every row records where it was
+made (device, torch version, CPU capability, threads): a row repeats bit for bit only there.
+Rows from before those columns existed leave them empty (unknown).
 """
 from __future__ import annotations
 
@@ -16,12 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..defenses import DefenseSetting
+from ..metrics import is_diverged
 from ..files import write_atomic
 from .grid import ReconstructionSpec, canonical_json
-
-# A reconstruction farther from the truth than any two images in [0, 1] can be from each other
-# (MSE > 1 in pixel space) has left the image domain: the attack exploded. Non-finite MSE counts too.
-DIVERGED_MSE = 1.0
 
 
 class ResultsError(ValueError):
@@ -48,7 +47,8 @@ COLUMNS = {
     "label": int, "mse": float, "mse_normalized": float, "psnr": float, "ssim": float, "label_accuracy": float,
     "matching_loss": float, "iterations": int, "diverged": _bool, "seconds": float, "cpu_seconds": float,
     "attack_seconds": float,
-    "device": str, "version": str, "commit": str, "finished_at": str,
+    "device": str, "torch_version": str, "cpu_capability": str, "torch_threads": _optional_int,
+    "version": str, "commit": str, "finished_at": str,
 }
 KEY_COLUMNS = tuple(COLUMNS)[:11]
 
@@ -64,10 +64,6 @@ def format_value(value) -> str:
 def run_key(params: dict) -> tuple:
     """The resume key of a run, from a spec's ``params()`` or a parsed CSV row alike."""
     return tuple(COLUMNS[c](format_value(params[c])) for c in KEY_COLUMNS)
-
-
-def is_diverged(mse: float) -> bool:
-    return not math.isfinite(mse) or mse > DIVERGED_MSE
 
 
 def result_row(spec: ReconstructionSpec, metrics: dict, seconds: float, cpu_seconds: float, commit: str) -> dict:
@@ -87,7 +83,9 @@ def result_row(spec: ReconstructionSpec, metrics: dict, seconds: float, cpu_seco
             "matching_loss": metrics["matching_loss"], "iterations": metrics["iterations"],
             "diverged": is_diverged(mse), "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
             "attack_seconds": metrics["seconds"],
-            "device": metrics["device"], "version": metrics["version"], "commit": commit,
+            "device": metrics["device"], "torch_version": metrics["torch_version"],
+            "cpu_capability": metrics["cpu_capability"], "torch_threads": metrics["torch_threads"],
+            "version": metrics["version"], "commit": commit,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 

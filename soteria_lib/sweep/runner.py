@@ -13,11 +13,15 @@ skipped, one written for another is an error (it is never overwritten).
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
 import random
+import signal
 import subprocess
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -33,9 +37,10 @@ from ..federated import read_result, run_experiment
 from ..files import write_json
 from ..pipeline import run_reconstruction
 from .grid import FedAvgSpec, Grid, GridError, ReconstructionSpec
-from .results import append_row, prepare, result_row, run_key
+from .results import ResultsError, append_row, prepare, result_row, run_key
 
 REPOSITORY = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process receives when its parent dies
 
 
 def git_commit() -> str:
@@ -93,6 +98,7 @@ def plan(grid: Grid, csv_path: Path, data_root: str | None = None) -> Plan:
         else:
             result.tasks.append(spec)
     check_data(grid, data_root)
+    read_sessions(csv_path)  # a damaged log stops the sweep now, not after its runs
     done = prepare(csv_path)
     pending = [s for s in grid.reconstructions if run_key(s.params()) not in done]
     result.skipped_runs = len(grid.reconstructions) - len(pending)
@@ -118,8 +124,8 @@ def reconstruction_row(spec: ReconstructionSpec, device: str, data_root: str | N
     """One reconstruction as its CSV row, or None if it was interrupted (never recorded)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     result = run_reconstruction(spec.setup(device, data_root), progress=False)
-    if result.metrics["interrupted"]:
-        return None
+    if result.metrics["interrupted"]:  # the attack stopped on Ctrl-C: the sweep stops too, unrecorded
+        raise KeyboardInterrupt
     return result_row(spec, result.metrics, time.perf_counter() - start, time.process_time() - cpu_start, commit)
 
 
@@ -147,10 +153,22 @@ def describe(task) -> str:
     return f"{task.attack} {task.dataset} {task.setting.label()} image {task.target_id} seed {task.seed}"
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int | None = None) -> None:
+    """Set the worker's torch threads. A worker process (``parent`` given) leaves Ctrl-C to the
+    parent, which stops the sweep, and dies with it, even when the parent is killed (Linux)."""
     import torch
 
     torch.set_num_threads(threads)
+    if parent is None:
+        return
+    # tqdm's default lock is a named semaphore; a worker stopped by a signal would leak it
+    tqdm.set_lock(threading.RLock())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _results(tasks: list, workers: int, threads: int, device: str, data_root: str | None, commit: str):
@@ -165,17 +183,20 @@ def _results(tasks: list, workers: int, threads: int, device: str, data_root: st
             yield task, result
         return
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = {pool.submit(run_task, task, device, data_root, commit): task for task in tasks}
-        try:
-            for future in as_completed(futures):
-                try:
-                    result = future.result()
-                except Exception as exc:
-                    raise RunFailed(futures[future], exc) from exc
-                yield futures[future], result
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads, os.getpid()))
+    futures = {pool.submit(run_task, task, device, data_root, commit): task for task in tasks}
+    try:
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as exc:
+                raise RunFailed(futures[future], exc) from exc
+            yield futures[future], result
+    finally:
+        # Runs still in flight are not finished work: stop their workers rather than wait for them.
+        for process in list(pool._processes.values()):  # the executor has no public handle on them
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def execute(sweep: Plan, csv_path: Path, workers: int = 1, threads: int | None = None, device: str = "cpu",
@@ -232,4 +253,12 @@ def log_session(csv_path: Path, session: dict) -> None:
 def read_sessions(csv_path: Path) -> list[dict]:
     """The log of every session that ran the sweep of ``csv_path`` (empty if none did)."""
     path = sessions_path(csv_path)
-    return json.loads(path.read_text()) if path.exists() else []
+    if not path.exists():
+        return []
+    try:
+        sessions = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path} is damaged ({exc}); repair or remove it (the CSV keeps every result)") from None
+    if not isinstance(sessions, list):
+        raise ResultsError(f"{path} is damaged (not a list of sessions); repair or remove it")
+    return sessions

@@ -20,7 +20,8 @@ from pathlib import Path
 from ..defenses import DefenseSetting
 from ..federated import read_results
 from ..quantiles import quantile
-from .results import DIVERGED_MSE, read_rows
+from ..metrics import DIVERGED_MSE
+from .results import read_rows
 
 GROUP_COLUMNS = ("attack", "dataset", "scale", "max_iterations", "adaptive", "attack_options")
 METRICS = ("mse", "mse_normalized")
