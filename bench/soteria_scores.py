@@ -4,6 +4,7 @@
     python bench/soteria_scores.py --models lenet --batches 1 --threads 2
     python bench/soteria_scores.py --loop_sample 256        # time 256 loop features, extrapolate
     python bench/soteria_scores.py --device cuda
+    python bench/soteria_scores.py --models convnet --width 4 --batches 1    # a quick check
 
 The loop is the authors' rule: one forward pass of the batch, then one backward pass per
 feature i with the cotangent e_i on every sample (samples are independent in eval mode), that is
@@ -125,7 +126,8 @@ def peak_mib(fn, device):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="lenet,convnet", help="comma-separated: lenet, convnet (width 64)")
+    p.add_argument("--models", default="lenet,convnet", help="comma-separated: lenet, convnet")
+    p.add_argument("--width", type=int, default=64, help="the ConvNet's width (default 64, the paper's)")
     p.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -140,6 +142,7 @@ def main() -> None:
           f"{'fast s':>8s} {'speed-up':>8s} {'loop MiB':>8s} {'fast MiB':>8s} {'rel diff':>8s}")
     for model_name in args.models.split(","):
         name, options = MODELS[model_name]
+        options = {**options, "width": args.width} if name == "convnet" else options
         torch.manual_seed(args.seed)
         model = get_model(name, (3, 32, 32), **options).to(device).eval()
         epsilon = default_epsilon(model)

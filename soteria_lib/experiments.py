@@ -2,10 +2,14 @@
 
     python -m soteria_lib.experiments run GRID.toml [--output results/GRID.csv] [--workers N]
     python -m soteria_lib.experiments summarize RESULTS.csv [--fedavg results/fedavg] [--output results/summary.md]
+    python -m soteria_lib.experiments study STUDY.toml [--output results/STUDY.csv] [--workers N]
 
 ``run`` skips every run already in the CSV (or FedAvg folder) and appends the others as they
 finish; interrupt it at any time and run it again to resume. ``summarize`` writes the Markdown
-summary, a JSON twin for notebooks (same name, ``.json``) and two PNG figures beside it.
+summary, a JSON twin for notebooks (same name, ``.json``) and two PNG figures beside it. ``study``
+runs undefended attacks with a large budget and records their PSNR along the iterations
+(:mod:`soteria_lib.sweep.budget_study`); it resumes like ``run`` and writes a Markdown summary
+and a figure beside its CSV.
 Bad input exits with status 2 and one line on stderr, before any run starts; a failing run
 stops the sweep with status 1 (finished rows are kept). Ctrl-C or SIGTERM stops the sweep and its
 workers, keeps every finished row, logs the session as interrupted and exits with 130 or 143. The sweep itself is the library package
@@ -21,6 +25,7 @@ from ._cli import (Parser, check_writable_file, check_writable_folder, exit_with
 from .data import DatasetNotFoundError
 from .files import write_atomic, write_json
 from .runtime import resolve_device
+from .sweep.budget_study import STUDY_TABLE, curves, figure, load_study, plan_study, report
 from .sweep.grid import DEFAULT_FEDAVG_OUTPUT, GridError, load_grid
 from .sweep.plots import save_figures
 from .sweep.report import render
@@ -46,6 +51,15 @@ def build_parser() -> Parser:
     run.add_argument("--fedavg", default=None,
                      help=f"FedAvg folder (default: the grid's, else {DEFAULT_FEDAVG_OUTPUT})")
     run.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    study = commands.add_parser("study", help="PSNR against iterations of undefended attacks (choosing a budget)")
+    study.add_argument("file", help="study file, e.g. experiments/convergence.toml")
+    study.add_argument("--output", default=None, help="CSV (default: results/<file name>.csv); the Markdown "
+                                                      "summary and the figure are written beside it")
+    study.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+    study.add_argument("--threads", type=positive_int, default=None, help="torch threads per worker")
+    study.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    study.add_argument("--data_root", "--data_path", dest="data_root", default=None)
+    study.add_argument("--no_progress", action="store_true")
     summary = commands.add_parser("summarize", help="tables, matched-accuracy ratios and plots from a results CSV")
     summary.add_argument("csv", help="results CSV written by `run`")
     summary.add_argument("--fedavg", default=DEFAULT_FEDAVG_OUTPUT, help="folder of FedAvg cells")
@@ -83,6 +97,32 @@ def run_command(args) -> int:
     return 0
 
 
+def study_command(args) -> int:
+    output = Path(args.output or f"results/{Path(args.file).stem}.csv")
+    try:
+        device = str(resolve_device(args.device))
+        specs = load_study(args.file)
+        check_writable_file(output, "study file")
+        sweep = plan_study(specs, output, args.data_root)
+    except (GridError, ResultsError, DatasetNotFoundError, ValueError) as exc:
+        return _fail("study", str(exc))
+    print(f"{len(sweep.tasks)} runs to do, {sweep.skipped_runs} already done -> {output}", file=sys.stderr)
+    try:
+        execute(sweep, output, args.workers, args.threads, device, args.data_root, not args.no_progress,
+                command=args.command_line)
+    except RunFailed as exc:
+        return _fail("study", f"{exc}; finished runs are kept, run again to resume", 1)
+    except KeyboardInterrupt:
+        return _fail("study", "interrupted; finished runs are kept, run again to resume", interrupted_code())
+    found = curves(STUDY_TABLE.read_rows(output))
+    picture = output.with_suffix(".png")
+    write_atomic(picture, lambda tmp: figure(found).savefig(tmp, format="png", dpi=110))
+    text = report(found, output, picture.name)
+    write_atomic(output.with_suffix(".md"), lambda tmp: Path(tmp).write_text(text))
+    print(f"{output}, {output.with_suffix('.md')}, {picture}", file=sys.stderr)
+    return 0
+
+
 def summarize_command(args) -> int:
     csv_path, output = Path(args.csv), Path(args.output)
     if not csv_path.is_file():
@@ -103,7 +143,7 @@ def summarize_command(args) -> int:
     return 0
 
 
-COMMANDS = {"run": run_command, "summarize": summarize_command}
+COMMANDS = {"run": run_command, "study": study_command, "summarize": summarize_command}
 
 
 def main(argv: list[str] | None = None) -> int:

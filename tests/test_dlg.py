@@ -83,3 +83,21 @@ def test_batchnorm_in_train_mode_is_refused():
                           Normalization.identity(1))
     with pytest.raises(ValueError, match="eval mode"):
         get_attack("dlg")(model.train(), update, max_iterations=1, progress=False)
+
+
+def test_an_attack_records_why_it_stopped():
+    """Off by default (the whole budget runs); a loss target stops it as converged, a plateau as
+    stalled, and the reason is part of the result."""
+    torch.manual_seed(1)
+    model = get_model("lenet", (1, 28, 28))
+    update = share_update(model, PrivateBatch(torch.rand(1, 1, 28, 28), torch.tensor([4])), Normalization.identity(1))
+    dlg = get_attack("dlg")
+    full = dlg(model, update, max_iterations=6, seed=1, progress=False)
+    assert full.iterations == 6 and full.details["stop_reason"] == "budget"
+    early = dlg(model, update, max_iterations=6, seed=1, progress=False, stop_loss=full.losses[2])
+    assert early.details["stop_reason"] == "converged" and early.iterations <= 3
+    assert early.losses == full.losses[:early.iterations]  # the same path, cut short
+    stalled = dlg(model, update, max_iterations=50, seed=1, progress=False, patience=1, stop_loss=None)
+    assert stalled.details["stop_reason"] in ("stalled", "budget")
+    with pytest.raises(ValueError, match="patience"):
+        dlg(model, update, max_iterations=1, patience=0, progress=False)

@@ -3,7 +3,7 @@ import torch
 
 from soteria_lib.attacks import get_attack
 from soteria_lib.attacks import cosine_cost, l2_cost
-from soteria_lib.attacks.gs import Objective, milestones, total_variation
+from soteria_lib.attacks.gs import Objective, batch_restarts, milestones, total_variation
 from soteria_lib.data import dataset_info
 from soteria_lib.defenses import get_defense
 from soteria_lib.pipeline import Setup, run_reconstruction
@@ -164,3 +164,25 @@ def test_soteria_at_60_percent_raises_the_error(data_root, undefended):
                                   progress=False).metrics
     assert defended["mse"] > undefended.metrics["mse"]
     assert defended["mse_normalized"] > undefended.metrics["mse_normalized"]
+
+
+def test_gs_records_why_it_stopped():
+    model, _, update = _small_update()
+    gs = get_attack("gs")
+    full = gs(model, update, max_iterations=5, progress=False)
+    assert full.iterations == 5 and full.details["stop_reason"] == "budget"
+    early = gs(model, update, max_iterations=5, progress=False, stop_loss=full.losses[1])
+    assert early.details["stop_reason"] == "converged" and early.iterations == 2
+    assert early.losses == full.losses[:2]
+
+
+def test_the_evaluation_path_is_chosen_by_measurement():
+    """One restart: the plain path (faster than vmap on every device we measured). Several: vmap
+    on a GPU, and on a CPU only for models small enough to gain (bench/gs_restarts.py)."""
+    cpu = torch.device("cpu")
+    small, large = get_model("convnet", (3, 32, 32), width=4), get_model("convnet", (3, 32, 32), width=64)
+    assert not batch_restarts(small, 1, cpu) and batch_restarts(small, 4, cpu) and not batch_restarts(large, 4, cpu)
+    assert batch_restarts(large, 4, torch.device("cuda")) and not batch_restarts(large, 1, torch.device("cuda"))
+    model, _, update = _small_update()
+    assert get_attack("gs")(model, update, max_iterations=1, restarts=2, progress=False).details["batched"]
+    assert not get_attack("gs")(model, update, max_iterations=1, progress=False).details["batched"]

@@ -22,7 +22,7 @@ from ..threat import SharedUpdate
 from .labels import LABEL_RULES, infer_label
 from .matching import l2_cost, masked, matching_masks
 from .registry import attack_info, check_count, check_eval_mode, check_finite, register_attack
-from .result import BestSoFar, Reconstruction
+from .result import BestSoFar, Reconstruction, stop_reason
 
 
 def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,8 @@ class DLGConfig:
     shared update out of the matching loss. ``ignore_parameters`` (names as in
     ``model.named_parameters()``, e.g. ``("fc.weight",)``) leaves those gradients out altogether
     (see :func:`~soteria_lib.attacks.matching.matching_masks`). ``label_rule``: iDLG's rule
-    (``"weight"`` or ``"bias"``) when ``infer_labels`` is set."""
+    (``"weight"`` or ``"bias"``) when ``infer_labels`` is set. ``stop_loss`` and ``patience`` stop
+    the attack early (see :func:`~soteria_lib.attacks.result.stop_reason`); off by default."""
 
     max_iterations: int = SCALES["teaching"].attacks["dlg"].iterations
     lr: float = 1.0
@@ -45,10 +46,16 @@ class DLGConfig:
     label_rule: str = "weight"
     adaptive: bool = False
     ignore_parameters: tuple[str, ...] = ()
+    stop_loss: float | None = None
+    patience: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "ignore_parameters", tuple(self.ignore_parameters))
         check_count("max_iterations", self.max_iterations, 0)
+        if self.stop_loss is not None:
+            check_finite("stop_loss", self.stop_loss, positive=False)
+        if self.patience is not None:
+            check_count("patience", self.patience, 1)
         check_finite("lr", self.lr)
         if self.label_rule not in LABEL_RULES:
             raise ValueError(f"unknown label rule {self.label_rule!r}; choose one of {list(LABEL_RULES)}")
@@ -94,7 +101,7 @@ def dlg(model: nn.Module, update: SharedUpdate, config: DLGConfig | None = None,
         return distance.detach()
 
     best, losses, frames = BestSoFar(), [], []
-    interrupted = False
+    interrupted, reason = False, "budget"
     bar = tqdm(range(config.max_iterations), desc="DLG", disable=not progress, leave=False)
     try:
         for step in bar:
@@ -105,16 +112,19 @@ def dlg(model: nn.Module, update: SharedUpdate, config: DLGConfig | None = None,
             best.offer(loss, start_x, start_y)  # L-BFGS returns the loss at the step's start
             losses.append(loss)
             bar.set_postfix(loss=f"{loss:.3g}")
-            if loss != loss:  # NaN: the optimisation diverged; keep the best finite point
+            # diverged (NaN) always stops: the best finite point is kept
+            reason = stop_reason(losses, config.stop_loss, config.patience) or reason
+            if reason != "budget":
                 break
         with torch.enable_grad():
             best.offer(float(closure()), dummy_x, targets().argmax(-1))
     except KeyboardInterrupt:
-        interrupted = True
+        interrupted, reason = True, "interrupted"
     finally:
         bar.close()
     if best.inputs is None:  # interrupted before any evaluation, or no finite loss at all
         best.inputs, best.labels = dummy_x.detach().clone(), targets().detach().argmax(-1)
     if frame_every:
         frames.append((len(losses), best.inputs.cpu().clone()))
-    return Reconstruction(best.inputs, best.labels, best.loss, len(losses), losses, frames, interrupted)
+    return Reconstruction(best.inputs, best.labels, best.loss, len(losses), losses, frames, interrupted,
+                          {"stop_reason": reason})

@@ -23,10 +23,10 @@ own parameter gradient ``g(x'_r)``. One reverse pass of ordinary autograd throug
 graph then yields the image gradients: the restarts do not interact, so the gradient of
 ``sum_r cost_r`` with respect to ``x'_r`` is restart ``r``'s own. Adam and SGD act on each
 pixel separately, so one optimiser over the ``(R, B, C, H, W)`` stack equals ``R`` independent
-ones. ``batched=False``
-computes the same gradients restart by restart with plain autograd: the reference for the
-batched path. L-BFGS mixes coordinates, so it always gets one optimiser per restart (no
-batching gain) and the true, unsigned gradient; one iteration is one gradient evaluation
+ones. ``batched=False`` computes the same gradients restart by restart with plain autograd: the
+reference for the batched path, and the default where it is faster (:func:`batch_restarts`).
+L-BFGS mixes coordinates, so it always gets one optimiser per restart (no batching gain) and
+the true, unsigned gradient; one iteration is one gradient evaluation
 for every optimiser (``max_iter=1`` for L-BFGS).
 
 The client's loss is the mean cross-entropy; the published client used ``0.5 * CE``, which
@@ -48,7 +48,7 @@ from ..threat import Gradients, SharedUpdate
 from .labels import infer_label
 from .matching import cosine_cost, l2_cost, masked, matching_masks
 from .registry import attack_info, check_count, check_eval_mode, check_finite, register_attack
-from .result import Reconstruction
+from .result import Reconstruction, stop_reason
 
 MILESTONE_DIVISORS = (2.667, 1.6, 1.142)
 COSTS: dict[str, Callable[[Gradients, Gradients], torch.Tensor]] = {"sim": cosine_cost, "l2": l2_cost}
@@ -134,15 +134,31 @@ def _labels(model: nn.Module, update: SharedUpdate, infer_labels: bool) -> torch
     return known
 
 
+# Below this many parameters, vmapping R > 1 restarts beats running them one by one on a CPU
+# (bench/gs_restarts.py, 2 cores, R = 4: 1.29x at width 16, about 180k parameters; 0.94x at width
+# 64, about 2.9M). With one restart the plain path is the faster (bench/gs_inversefed.py).
+BATCHED_CPU_PARAMETERS = 1_000_000
+
+
+def batch_restarts(model: nn.Module, restarts: int, device: torch.device) -> bool:
+    """The evaluation path chosen by measurement: vmapped restarts when there are several and they
+    run on a GPU, or on a CPU for a model small enough to gain from it; else restart by restart."""
+    if restarts == 1:
+        return False
+    return device.type == "cuda" or sum(p.numel() for p in model.parameters()) < BATCHED_CPU_PARAMETERS
+
+
 @dataclass(frozen=True)
 class GSConfig:
     """GS's settings. ``max_iterations`` defaults to the teaching budget; ``restarts`` independent
     dummies; ``tv`` weighs the total variation (3); ``cost_fn`` is ``sim`` (1) or ``l2`` (2);
     ``optimizer`` is ``adam``, ``sgd`` or ``lbfgs`` with its own default ``lr`` unless one is given;
     ``signed`` feeds Adam and SGD the sign of the gradient (the published set-up); ``batched``
-    evaluates the restarts in one vmapped pass. ``adaptive`` leaves entries that are exactly zero
+    evaluates the restarts in one vmapped pass (``None``: :func:`batch_restarts` decides). ``adaptive`` leaves entries that are exactly zero
     in the shared update out of the matching, and ``ignore_parameters`` whole gradients, norms
-    included (see :func:`~soteria_lib.attacks.matching.matching_masks`)."""
+    included (see :func:`~soteria_lib.attacks.matching.matching_masks`). ``stop_loss`` and
+    ``patience`` stop the attack early on the best restart's matching cost (see
+    :func:`~soteria_lib.attacks.result.stop_reason`); off by default."""
 
     max_iterations: int = SCALES["teaching"].attacks["gs"].iterations
     restarts: int = 1
@@ -151,14 +167,20 @@ class GSConfig:
     optimizer: str = "adam"
     lr: float | None = None
     signed: bool = True
-    batched: bool = True
+    batched: bool | None = None
     infer_labels: bool = False
     adaptive: bool = False
     ignore_parameters: tuple[str, ...] = ()
+    stop_loss: float | None = None
+    patience: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "ignore_parameters", tuple(self.ignore_parameters))
         check_count("max_iterations", self.max_iterations, 0)
+        if self.stop_loss is not None:
+            check_finite("stop_loss", self.stop_loss, positive=False)
+        if self.patience is not None:
+            check_count("patience", self.patience, 1)
         check_count("restarts", self.restarts, 1)
         check_finite("tv", self.tv, positive=False)
         if self.lr is not None:
@@ -191,7 +213,8 @@ def gs(model: nn.Module, update: SharedUpdate, config: GSConfig | None = None, *
         shared = masked(shared, masks)
     labels = _labels(model, update, config.infer_labels).to(device)
     objective = Objective(model, shared, labels, config.cost_fn, config.tv, masks)
-    evaluate = objective.batched if config.batched else objective.sequential
+    batched = batch_restarts(model, restarts, device) if config.batched is None else config.batched
+    evaluate = objective.batched if batched else objective.sequential
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = torch.randn((restarts, meta.batch_size, *meta.input_shape), generator=generator).to(device)
@@ -216,7 +239,7 @@ def gs(model: nn.Module, update: SharedUpdate, config: GSConfig | None = None, *
         return closure
 
     closures = [closure_for(i) for i in range(len(groups))]
-    losses, frames, steps, interrupted = [], [], 0, False
+    losses, frames, steps, interrupted, reason = [], [], 0, False, "budget"
     bar = tqdm(range(max_iterations), desc=f"GS x{restarts}", disable=not progress, leave=False)
     try:
         for step in bar:
@@ -229,8 +252,11 @@ def gs(model: nn.Module, update: SharedUpdate, config: GSConfig | None = None, *
             steps += 1
             losses.append(float(current[_best(current)]))
             bar.set_postfix(cost=f"{losses[-1]:.4g}")
+            reason = stop_reason(losses, config.stop_loss, config.patience) or reason
+            if reason != "budget":
+                break
     except KeyboardInterrupt:
-        interrupted = True
+        interrupted, reason = True, "interrupted"
     finally:
         bar.close()
     _clamp(groups, low, high)  # a step cut short by Ctrl-C may have left the box
@@ -240,7 +266,7 @@ def gs(model: nn.Module, update: SharedUpdate, config: GSConfig | None = None, *
     images = torch.cat(groups).detach()
     if frame_every:
         frames.append((steps, images[best].cpu().clone()))
-    details = {"restarts": restarts, "best_restart": best,
+    details = {"restarts": restarts, "best_restart": best, "batched": batched, "stop_reason": reason,
                "restart_matching_losses": [float(v) for v in final]}
     return Reconstruction(images[best].clone(), labels.clone(), float(final[best]), steps, losses, frames,
                           interrupted, details)

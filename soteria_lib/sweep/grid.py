@@ -71,6 +71,9 @@ class ReconstructionSpec:
                      defense=self.setting.defense, seed=self.seed, scale=self.scale, device=device,
                      data_root=data_root, attack_options=options, **self.setting.run_options())
 
+    def describe(self) -> str:
+        return f"{self.attack} {self.dataset} {self.setting.label()} image {self.target_id} seed {self.seed}"
+
     def params(self) -> dict:
         """The parameters that identify the run, as the CSV stores them (its resume key)."""
         return {"attack": self.attack, "dataset": self.dataset, "scale": self.scale,
@@ -95,6 +98,9 @@ class FedAvgSpec:
                                              defense=self.setting.defense,
                                              pruning_rate=self.setting.run_options()["pruning_rate"],
                                              noise=self.setting.value if self.setting.parameter == "noise" else None)
+
+    def describe(self) -> str:
+        return f"fedavg {self.dataset} {self.setting.label()}"
 
     def folder(self) -> Path:
         return self.output_root / f"{self.dataset}_{self.setting.defense}_{self.setting.tag()}"

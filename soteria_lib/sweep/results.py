@@ -14,12 +14,13 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..defenses import DefenseSetting
-from ..metrics import is_diverged
 from ..files import write_atomic
+from ..metrics import is_diverged
 from .grid import ReconstructionSpec, canonical_json
 
 
@@ -34,7 +35,7 @@ def _bool(text: str) -> bool:
         raise ValueError(f"not a boolean: {text!r}") from None
 
 
-def _optional_int(text: str) -> int | None:
+def optional_int(text: str) -> int | None:
     return int(text) if text else None
 
 
@@ -43,11 +44,11 @@ COLUMNS = {
     "attack": str, "dataset": str, "scale": str, "max_iterations": int, "adaptive": _bool,
     "attack_options": str, "defense": str, "pruning_rate": float, "noise": float, "target_id": int,
     "seed": int,
-    "model": str, "model_options": str, "model_seed": int, "dummy_seed": int, "noise_seed": _optional_int,
+    "model": str, "model_options": str, "model_seed": int, "dummy_seed": int, "noise_seed": optional_int,
     "label": int, "mse": float, "mse_normalized": float, "psnr": float, "ssim": float, "label_accuracy": float,
-    "matching_loss": float, "iterations": int, "diverged": _bool, "seconds": float, "cpu_seconds": float,
-    "attack_seconds": float,
-    "device": str, "torch_version": str, "cpu_capability": str, "torch_threads": _optional_int,
+    "matching_loss": float, "iterations": int, "stop_reason": str, "diverged": _bool, "seconds": float,
+    "cpu_seconds": float, "attack_seconds": float,
+    "device": str, "torch_version": str, "cpu_capability": str, "torch_threads": optional_int,
     "version": str, "commit": str, "finished_at": str,
 }
 KEY_COLUMNS = tuple(COLUMNS)[:11]
@@ -59,11 +60,6 @@ def format_value(value) -> str:
     if value is None:
         return ""
     return repr(value) if isinstance(value, float) else str(value)
-
-
-def run_key(params: dict) -> tuple:
-    """The resume key of a run, from a spec's ``params()`` or a parsed CSV row alike."""
-    return tuple(COLUMNS[c](format_value(params[c])) for c in KEY_COLUMNS)
 
 
 def result_row(spec: ReconstructionSpec, metrics: dict, seconds: float, cpu_seconds: float, commit: str) -> dict:
@@ -81,6 +77,7 @@ def result_row(spec: ReconstructionSpec, metrics: dict, seconds: float, cpu_seco
             "mse": mse, "mse_normalized": metrics["mse_normalized"], "psnr": metrics["psnr"],
             "ssim": metrics["ssim"], "label_accuracy": float(metrics["label_correct"]),
             "matching_loss": metrics["matching_loss"], "iterations": metrics["iterations"],
+            "stop_reason": metrics["stop_reason"],
             "diverged": is_diverged(mse), "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
             "attack_seconds": metrics["seconds"],
             "device": metrics["device"], "torch_version": metrics["torch_version"],
@@ -109,39 +106,58 @@ def _complete_text(path: Path) -> str:
     return text if text.endswith("\n") or not text else text[: text.rfind("\n") + 1]
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """Every complete row of a results CSV, typed; ``[]`` if the file does not exist."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    reader = csv.DictReader(io.StringIO(_complete_text(path)))
-    if reader.fieldnames != list(COLUMNS):
-        raise ResultsError(f"{path} does not have the results columns of this version; "
-                           "write to another file")
-    try:
-        return [{c: COLUMNS[c](row[c]) for c in COLUMNS} for row in reader]
-    except (TypeError, ValueError) as exc:
-        raise ResultsError(f"{path} line {reader.line_num}: {exc}") from None
+@dataclass(frozen=True)
+class Table:
+    """A CSV file of typed rows, appended one run at a time: ``columns`` maps each column to the
+    parser of its text, and the ``key`` columns identify a run (a sweep skips runs already in the
+    file)."""
+
+    columns: dict
+    key: tuple[str, ...]
+
+    def run_key(self, params: dict) -> tuple:
+        """The resume key of a run, from a spec's parameters or a parsed row alike."""
+        return tuple(self.columns[c](format_value(params[c])) for c in self.key)
+
+    def read_rows(self, path: str | Path) -> list[dict]:
+        """Every complete row, typed; ``[]`` if the file does not exist."""
+        path = Path(path)
+        if not path.exists():
+            return []
+        reader = csv.DictReader(io.StringIO(_complete_text(path)))
+        if reader.fieldnames != list(self.columns):
+            raise ResultsError(f"{path} does not have the columns of this version; write to another file")
+        try:
+            return [{c: parse(row[c]) for c, parse in self.columns.items()} for row in reader]
+        except (TypeError, ValueError) as exc:
+            raise ResultsError(f"{path} line {reader.line_num}: {exc}") from None
+
+    def prepare(self, path: str | Path) -> set[tuple]:
+        """Make ``path`` ready for appending (header written, any partial last line dropped, both
+        atomically) and return the keys of the runs it already holds."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = {self.run_key(row) for row in self.read_rows(path)}
+        if not path.exists():
+            write_atomic(path, lambda tmp: Path(tmp).write_text(_line(list(self.columns))))
+        elif not path.read_text().endswith("\n"):
+            text = _complete_text(path)
+            write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+        return keys
+
+    def append_rows(self, path: str | Path, rows: list[dict]) -> None:
+        """Append complete rows in one write and force them to disk."""
+        text = "".join(_line([format_value(row[c]) for c in self.columns]) for row in rows)
+        with open(path, "a") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
-def prepare(path: str | Path) -> set[tuple]:
-    """Make ``path`` ready for appending (header written, any partial last line dropped, both
-    atomically) and return the keys of the runs it already holds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = {run_key(row) for row in read_rows(path)}
-    if not path.exists():
-        write_atomic(path, lambda tmp: Path(tmp).write_text(_line(list(COLUMNS))))
-    elif not path.read_text().endswith("\n"):
-        text = _complete_text(path)
-        write_atomic(path, lambda tmp: Path(tmp).write_text(text))
-    return keys
+RESULTS = Table(COLUMNS, KEY_COLUMNS)
+run_key, read_rows, prepare = RESULTS.run_key, RESULTS.read_rows, RESULTS.prepare
 
 
 def append_row(path: str | Path, row: dict) -> None:
-    """Append one complete row and force it to disk."""
-    line = _line([format_value(row[c]) for c in COLUMNS])
-    with open(path, "a") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one complete results row and force it to disk."""
+    RESULTS.append_rows(path, [row])

@@ -37,7 +37,7 @@ from ..federated import read_result, run_experiment
 from ..files import write_json
 from ..pipeline import run_reconstruction
 from .grid import FedAvgSpec, Grid, GridError, ReconstructionSpec
-from .results import ResultsError, append_row, prepare, result_row, run_key
+from .results import RESULTS, ResultsError, Table, prepare, result_row, run_key
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a process receives when its parent dies
@@ -63,21 +63,24 @@ def default_threads(workers: int) -> int:
 
 @dataclass
 class Plan:
-    """What a sweep still has to run, and how much of the grid was already done."""
+    """What a sweep still has to run, how much of the grid was already done, and the table its
+    rows go to."""
 
     tasks: list = field(default_factory=list)
     skipped_runs: int = 0
     skipped_fedavg: int = 0
+    table: Table = RESULTS
 
 
-def check_data(grid: Grid, data_root: str | None) -> None:
-    """Every dataset split the grid reads is on disk (no download) and holds its largest target id."""
+def check_data(reconstructions: list, fedavg: list, data_root: str | None) -> None:
+    """Every dataset split the runs read is on disk (no download) and holds its largest target id.
+    ``reconstructions``: specs with ``attack``, ``dataset`` and ``target_id``; ``fedavg``: FedAvg specs."""
     needed = {}
-    for spec in grid.reconstructions:
+    for spec in reconstructions:
         if spec.target_id >= 0:  # -1, the embedded photograph, needs no dataset
             split = (spec.dataset, attack_info(spec.attack).train_split)
             needed[split] = max(needed.get(split, 0), spec.target_id)
-    for spec in grid.fedavg:
+    for spec in fedavg:
         for train in (True, False):
             needed.setdefault((spec.dataset, train), 0)
     for (dataset, train), largest in sorted(needed.items()):
@@ -97,7 +100,7 @@ def plan(grid: Grid, csv_path: Path, data_root: str | None = None) -> Plan:
             result.skipped_fedavg += 1
         else:
             result.tasks.append(spec)
-    check_data(grid, data_root)
+    check_data(grid.reconstructions, grid.fedavg, data_root)
     read_sessions(csv_path)  # a damaged log stops the sweep now, not after its runs
     done = prepare(csv_path)
     pending = [s for s in grid.reconstructions if run_key(s.params()) not in done]
@@ -120,8 +123,13 @@ def is_done(spec: FedAvgSpec) -> bool:
     return True
 
 
-def reconstruction_row(spec: ReconstructionSpec, device: str, data_root: str | None, commit: str):
-    """One reconstruction as its CSV row, or None if it was interrupted (never recorded)."""
+def reconstruction_rows(spec: ReconstructionSpec, device: str, data_root: str | None, commit: str) -> list[dict]:
+    """One reconstruction as its one CSV row."""
+    return [reconstruction_row(spec, device, data_root, commit)]
+
+
+def reconstruction_row(spec: ReconstructionSpec, device: str, data_root: str | None, commit: str) -> dict:
+    """One reconstruction as its CSV row; Ctrl-C stops it unrecorded."""
     start, cpu_start = time.perf_counter(), time.process_time()
     result = run_reconstruction(spec.setup(device, data_root), progress=False)
     if result.metrics["interrupted"]:  # the attack stopped on Ctrl-C: the sweep stops too, unrecorded
@@ -129,28 +137,27 @@ def reconstruction_row(spec: ReconstructionSpec, device: str, data_root: str | N
     return result_row(spec, result.metrics, time.perf_counter() - start, time.process_time() - cpu_start, commit)
 
 
-def fedavg_cell(spec: FedAvgSpec, device: str, data_root: str | None, commit: str) -> None:
+def fedavg_cell(spec: FedAvgSpec, device: str, data_root: str | None, commit: str) -> list[dict]:
+    """One FedAvg cell, written into its own folder: no CSV rows."""
     run_experiment(spec.experiment(), spec.folder(), device, data_root, progress=False)
+    return []
 
 
-TASK_RUNNERS = {ReconstructionSpec: reconstruction_row, FedAvgSpec: fedavg_cell}
+# Task type -> the function that runs it and returns its CSV rows.
+TASK_RUNNERS = {ReconstructionSpec: reconstruction_rows, FedAvgSpec: fedavg_cell}
 
 
 class RunFailed(RuntimeError):
     """A run raised; the message names the run and the error in one line."""
 
     def __init__(self, task, error: BaseException):
-        super().__init__(f"{describe(task)} failed: {type(error).__name__}: {error}")
+        super().__init__(f"{task.describe()} failed: {type(error).__name__}: {error}")
 
 
 def run_task(task, device: str, data_root: str | None, commit: str):
     return TASK_RUNNERS[type(task)](task, device, data_root, commit)
 
 
-def describe(task) -> str:
-    if isinstance(task, FedAvgSpec):
-        return f"fedavg {task.dataset} {task.setting.label()}"
-    return f"{task.attack} {task.dataset} {task.setting.label()} image {task.target_id} seed {task.seed}"
 
 
 def _init_worker(threads: int, parent: int | None = None) -> None:
@@ -171,7 +178,7 @@ def _init_worker(threads: int, parent: int | None = None) -> None:
         os._exit(1)
 
 
-def _results(tasks: list, workers: int, threads: int, device: str, data_root: str | None, commit: str):
+def finished(tasks: list, workers: int, threads: int, device: str, data_root: str | None, commit: str):
     """Yield ``(task, result)`` as tasks finish: in this process for one worker, else in a pool."""
     if workers == 1:
         _init_worker(threads)
@@ -216,14 +223,14 @@ def execute(sweep: Plan, csv_path: Path, workers: int = 1, threads: int | None =
     start = time.perf_counter()
     bar = tqdm(total=len(sweep.tasks), desc="sweep", unit="run", disable=not progress, smoothing=0.05)
     try:
-        for task, row in _results(sweep.tasks, workers, threads, device, data_root, commit):
+        for task, rows in finished(sweep.tasks, workers, threads, device, data_root, commit):
             if isinstance(task, FedAvgSpec):
                 session["fedavg_done"] += 1
-            elif row is not None:
-                append_row(csv_path, row)
+            else:
+                sweep.table.append_rows(csv_path, rows)
                 session["runs_done"] += 1
             bar.update()
-            bar.set_postfix_str(describe(task), refresh=False)
+            bar.set_postfix_str(task.describe(), refresh=False)
         session["status"] = "complete"
     except KeyboardInterrupt:
         session["status"] = "interrupted"

@@ -1,0 +1,263 @@
+"""Choosing an attack's budget by measurement: its PSNR along the iterations (chapter 5).
+
+A study runs each attack on undefended updates of several images and seeds with a large budget
+and records the image every ``every`` iterations (DLG: the current dummy; GS: the best restart's
+image; the last record is the image the attack returns). The PSNR of each record against the
+private image gives one curve per run; a run that stopped early keeps its last value. The summary
+reports, at each iteration, the median PSNR over the runs, its interquartile range, and the share
+of runs that have reconstructed their image (PSNR of at least :data:`RECONSTRUCTED_PSNR`, that is
+an MSE of at most 0.01 in [0, 1] pixels). A study file is TOML::
+
+    images = [0, 1, 2, 3, 4]
+    seeds = [0]
+
+    [studies.dlg]               # a name for the curve
+    attack = "dlg"
+    datasets = ["mnist", "cifar10"]
+    max_iterations = 300
+    every = 10
+    attack_options = {}         # other fields of the attack's settings
+    model_options = {}          # e.g. GS's {width = 32}
+    seeds = [0, 1, 2]           # optional: this study's own images or seeds
+
+Each run's rows are appended to the study's CSV in one write, so an interrupted study resumes
+where it stopped (``python -m soteria_lib.experiments study FILE``).
+"""
+from __future__ import annotations
+
+import math
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from ..attacks import attack_info
+from ..data import DATASETS
+from ..metrics import image_metrics
+from ..pipeline import Setup, run_reconstruction
+from ..quantiles import quantile
+from ..runtime import check_seed, where_it_ran
+from .grid import GridError, canonical_json
+from .results import Table, optional_int
+from .runner import TASK_RUNNERS, Plan, check_data, read_sessions
+
+RECONSTRUCTED_PSNR = 20.0  # dB: MSE <= 0.01 in [0, 1] pixels, a recognisable image
+STUDY_KEYS = {"attack", "datasets", "max_iterations", "every", "attack_options", "model_options", "images", "seeds"}
+
+# One row per recorded image of a run; the first four columns identify the run.
+STUDY_COLUMNS = {
+    "study": str, "dataset": str, "target_id": int, "seed": int, "attack": str, "max_iterations": int,
+    "every": int, "attack_options": str, "model_options": str, "iteration": int, "psnr": float, "mse": float,
+    "stop_reason": str, "iterations": int, "seconds": float, "device": str, "torch_version": str,
+    "cpu_capability": str, "torch_threads": optional_int, "commit": str,
+}
+STUDY_TABLE = Table(STUDY_COLUMNS, ("study", "dataset", "target_id", "seed"))
+
+
+@dataclass(frozen=True)
+class CurveSpec:
+    """One run of a study: an undefended attack recording its image every ``every`` iterations."""
+
+    study: str
+    attack: str
+    dataset: str
+    target_id: int
+    seed: int
+    max_iterations: int
+    every: int
+    attack_options: dict = field(hash=False)
+    model_options: dict = field(hash=False)
+
+    def describe(self) -> str:
+        return f"study {self.study} {self.dataset} image {self.target_id} seed {self.seed}"
+
+    def params(self) -> dict:
+        return {"study": self.study, "dataset": self.dataset, "target_id": self.target_id, "seed": self.seed}
+
+    def setup(self, device: str = "cpu", data_root: str | None = None) -> Setup:
+        return Setup(attack=self.attack, dataset=self.dataset, target_id=self.target_id, seed=self.seed,
+                     device=device, data_root=data_root, model_options=dict(self.model_options),
+                     attack_options={**self.attack_options, "max_iterations": self.max_iterations})
+
+
+def load_study(path: str | Path) -> list[CurveSpec]:
+    """Read and check a study file; every mistake is a one-line :class:`GridError`."""
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise GridError(f"study file {path} cannot be read ({exc})") from None
+    specs = []
+    for name, study in (table.get("studies") or {}).items():
+        where = f"studies.{name}"
+        if not isinstance(study, dict) or set(study) - STUDY_KEYS:
+            raise GridError(f"{where}: unknown key(s) {sorted(set(study) - STUDY_KEYS)}; allowed: {sorted(STUDY_KEYS)}")
+        images, seeds = _integers(study, table, "images", where), _integers(study, table, "seeds", where)
+        try:
+            info = attack_info(study.get("attack", ""))
+            every, budget = study.get("every"), study.get("max_iterations")
+            if not (isinstance(every, int) and isinstance(budget, int) and 1 <= every <= budget):
+                raise ValueError("every and max_iterations are integers with 1 <= every <= max_iterations")
+            options, model_options = study.get("attack_options", {}), study.get("model_options", {})
+            info.configure(**options, max_iterations=budget)
+            datasets = study.get("datasets", [])
+            unknown = [d for d in datasets if d not in DATASETS]
+            if not datasets or unknown:
+                raise ValueError(f"datasets must name some of {sorted(DATASETS)}")
+        except (ValueError, TypeError) as exc:
+            raise GridError(f"{where}: {exc}") from None
+        specs += [CurveSpec(name, info.name, dataset, image, seed, budget, every, options, model_options)
+                  for dataset in datasets for image in images for seed in seeds]
+    if not specs:
+        raise GridError(f"{path}: no [studies.NAME] table")
+    return specs
+
+
+def _integers(study: dict, table: dict, key: str, where: str) -> list[int]:
+    """A study's own ``images`` or ``seeds``, else the file's; seeds are checked."""
+    values = study.get(key, table.get(key))
+    if not isinstance(values, list) or not values or not all(isinstance(v, int) for v in values):
+        raise GridError(f"{where}: {key} must be a non-empty list of integers")
+    if key == "seeds":
+        for seed in values:
+            try:
+                check_seed(seed)
+            except ValueError as exc:
+                raise GridError(f"{where}: seeds: {exc}") from None
+    return values
+
+
+def curve_rows(spec: CurveSpec, device: str, data_root: str | None, commit: str) -> list[dict]:
+    """Run ``spec`` and return one row per recorded image; Ctrl-C stops it unrecorded."""
+    start = time.perf_counter()
+    result = run_reconstruction(spec.setup(device, data_root), progress=False, frame_every=spec.every)
+    if result.metrics["interrupted"]:
+        raise KeyboardInterrupt
+    seconds = time.perf_counter() - start
+    normalization = result.update.metadata.normalization
+    truth = normalization.normalize(result.target.image).unsqueeze(0)
+    run = {**spec.params(), "attack": spec.attack, "max_iterations": spec.max_iterations, "every": spec.every,
+           "attack_options": canonical_json(spec.attack_options), "model_options": canonical_json(spec.model_options),
+           "stop_reason": result.metrics["stop_reason"], "iterations": result.metrics["iterations"],
+           "seconds": round(seconds, 3), **where_it_ran(device), "commit": commit}
+    rows = []
+    for iteration, image in result.reconstruction.frames:
+        metrics = image_metrics(image.unsqueeze(0) if image.dim() == 3 else image, truth.cpu(), normalization)
+        rows.append({**run, "iteration": iteration, "psnr": metrics["psnr"], "mse": metrics["mse"]})
+    return rows
+
+
+TASK_RUNNERS[CurveSpec] = curve_rows
+
+
+def plan_study(specs: list[CurveSpec], csv_path: Path, data_root: str | None = None) -> Plan:
+    """The runs of a study that ``csv_path`` does not hold yet (data and files checked first)."""
+    check_data(specs, [], data_root)
+    read_sessions(csv_path)
+    done = STUDY_TABLE.prepare(csv_path)
+    pending = [s for s in specs if STUDY_TABLE.run_key(s.params()) not in done]
+    return Plan(pending, len(specs) - len(pending), 0, STUDY_TABLE)
+
+
+@dataclass
+class Curve:
+    """A study's curve on one dataset: per iteration, the median PSNR with its quartiles and the
+    share of runs reconstructed so far."""
+
+    study: str
+    dataset: str
+    runs: int
+    iterations: list[int]
+    median_psnr: list[float]
+    q1_psnr: list[float]
+    q3_psnr: list[float]
+    reconstructed: list[float]
+    seconds_per_run: float
+    stop_reasons: dict
+
+
+def _value_at(records: list[tuple[int, float]], iteration: int) -> float:
+    """The last recorded value at or before ``iteration`` (a stopped run keeps its image)."""
+    value = records[0][1]
+    for step, psnr in records:
+        if step > iteration:
+            break
+        value = psnr
+    return value
+
+
+def curves(rows: list[dict]) -> list[Curve]:
+    runs: dict[tuple, list[dict]] = {}
+    for row in rows:
+        runs.setdefault((row["study"], row["dataset"], row["target_id"], row["seed"]), []).append(row)
+    by_curve: dict[tuple, list[list[dict]]] = {}
+    for (study, dataset, _, _), run_rows in runs.items():
+        by_curve.setdefault((study, dataset), []).append(sorted(run_rows, key=lambda r: r["iteration"]))
+    result = []
+    for (study, dataset), run_list in sorted(by_curve.items()):
+        first = run_list[0][0]
+        grid = list(range(0, first["max_iterations"] + 1, first["every"]))
+        if grid[-1] != first["max_iterations"]:
+            grid.append(first["max_iterations"])
+        records = [[(r["iteration"], r["psnr"] if math.isfinite(r["psnr"]) else -math.inf) for r in run]
+                   for run in run_list]
+        at = [[_value_at(rec, t) for rec in records] for t in grid]
+        reasons: dict[str, int] = {}
+        for run in run_list:
+            reasons[run[0]["stop_reason"]] = reasons.get(run[0]["stop_reason"], 0) + 1
+        result.append(Curve(study, dataset, len(run_list), grid,
+                            [quantile(v, 0.5) for v in at], [quantile(v, 0.25) for v in at],
+                            [quantile(v, 0.75) for v in at],
+                            [sum(p >= RECONSTRUCTED_PSNR for p in v) / len(v) for v in at],
+                            sum(run[0]["seconds"] for run in run_list) / len(run_list), reasons))
+    return result
+
+
+def figure(found: list[Curve]) -> Figure:
+    """Median PSNR (with interquartile band) and share reconstructed against iterations, one
+    column per dataset, one line per study."""
+    datasets = sorted({c.dataset for c in found})
+    fig = Figure(figsize=(4.6 * len(datasets), 6.0), layout="constrained")
+    axes = fig.subplots(2, len(datasets), squeeze=False)
+    for column, dataset in enumerate(datasets):
+        top, bottom = axes[0][column], axes[1][column]
+        for curve in (c for c in found if c.dataset == dataset):
+            label = f"{curve.study} ({curve.runs} runs)"
+            line, = top.plot(curve.iterations, curve.median_psnr, label=label)
+            top.fill_between(curve.iterations, curve.q1_psnr, curve.q3_psnr, color=line.get_color(), alpha=0.15,
+                             linewidth=0)
+            bottom.plot(curve.iterations, [100 * r for r in curve.reconstructed], color=line.get_color(), label=label)
+        top.axhline(RECONSTRUCTED_PSNR, color="grey", linestyle=":", linewidth=1)
+        top.set_title(dataset, fontsize=10)
+        top.set_ylabel("median PSNR (dB)")
+        bottom.set_ylabel(f"runs reconstructed (%), PSNR >= {RECONSTRUCTED_PSNR:g} dB")
+        bottom.set_xlabel("iteration")
+        for ax in (top, bottom):
+            ax.set_xscale("symlog", linthresh=10)
+            ax.grid(alpha=0.3)
+        top.legend(fontsize=8)
+    return fig
+
+
+def report(found: list[Curve], csv_path: Path, picture: str) -> str:
+    """The study as Markdown: per curve, a few iterations' median PSNR and share reconstructed."""
+    lines = ["# Attack budgets: PSNR against iterations", "",
+             f"From `{csv_path}`, written by `python -m soteria_lib.experiments study`. Undefended attacks; "
+             f"a run counts as reconstructed at an iteration when its image has PSNR >= {RECONSTRUCTED_PSNR:g} dB "
+             "(MSE <= 0.01 in [0, 1] pixels). Medians over images and seeds; a run that stopped early keeps its "
+             "last image.", ""]
+    for curve in found:
+        marks = sorted({curve.iterations[min(len(curve.iterations) - 1, round(f * (len(curve.iterations) - 1)))]
+                        for f in (0, 0.1, 0.25, 0.5, 0.75, 1.0)})
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(curve.stop_reasons.items()))
+        lines += [f"## {curve.study} on {curve.dataset}", "",
+                  f"{curve.runs} runs, {curve.seconds_per_run:.1f} s per run on average; stopped: {reasons}.", "",
+                  "| iteration | median PSNR (dB) | IQR | reconstructed |", "| --- | --- | --- | --- |"]
+        for t in marks:
+            i = curve.iterations.index(t)
+            lines.append(f"| {t} | {curve.median_psnr[i]:.1f} | {curve.q1_psnr[i]:.1f} – {curve.q3_psnr[i]:.1f} | "
+                         f"{100 * curve.reconstructed[i]:.0f} % |")
+        lines.append("")
+    return "\n".join(lines + [f"![PSNR against iterations]({picture})", ""])
