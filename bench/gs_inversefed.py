@@ -16,7 +16,6 @@ reference and our plain path are compared as a check that both run the same comp
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from torch.nn import functional as F
@@ -24,6 +23,7 @@ from torch.nn import functional as F
 from soteria_lib.attacks import cosine_cost, get_attack
 from soteria_lib.attacks.gs import batch_restarts, milestones, total_variation
 from gs_restarts import shared_update
+from soteria_scores import timed
 
 
 def reference_loop(model, update, restarts: int, iterations: int, tv: float = 1e-4, seed: int = 0):
@@ -54,17 +54,10 @@ def reference_loop(model, update, restarts: int, iterations: int, tv: float = 1e
     return torch.stack(results)
 
 
-def timed(run, repeats: int, device: torch.device) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def fastest(run, repeats: int, device: torch.device) -> tuple[float, object]:
+    """The fastest of ``repeats`` timings of ``run()``, and its last result."""
+    timings = [timed(run, device) for _ in range(repeats)]
+    return min(seconds for _, seconds in timings), timings[-1][0]
 
 
 def main() -> None:
@@ -96,7 +89,7 @@ def main() -> None:
         gs(model, update, max_iterations=2, restarts=args.restarts, progress=False, batched=True)
         times, results = {}, {}
         for name, run in runs.items():
-            seconds, results[name] = timed(run, args.repeats, device)
+            seconds, results[name] = fastest(run, args.repeats, device)
             times[name] = seconds / n
         default = "vmap" if batch_restarts(model, args.restarts, device) else "plain"
         print(f"width {width}: default path = {default}")

@@ -10,10 +10,11 @@ summary, a JSON twin for notebooks (same name, ``.json``) and two PNG figures be
 runs undefended attacks with a large budget and records their PSNR along the iterations
 (:mod:`soteria_lib.sweep.budget_study`); it resumes like ``run`` and writes a Markdown summary
 and a figure beside its CSV.
-Bad input exits with status 2 and one line on stderr, before any run starts; a failing run
-stops the sweep with status 1 (finished rows are kept). Ctrl-C or SIGTERM stops the sweep and its
-workers, keeps every finished row, logs the session as interrupted and exits with 130 or 143. The sweep itself is the library package
-:mod:`soteria_lib.sweep` (chapter 5).
+
+Bad input exits with status 2 and one line on stderr, before any run starts; a failing run stops
+the sweep with status 1 (finished rows are kept). Ctrl-C or SIGTERM stops the sweep and its
+workers, keeps every finished row, logs the session as interrupted and exits with 130 or 143.
+The sweep itself is the library package :mod:`soteria_lib.sweep` (chapter 5).
 """
 from __future__ import annotations
 

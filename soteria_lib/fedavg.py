@@ -7,8 +7,9 @@ ran) and ``OUTPUT/accuracy.png``; ``OUTPUT/checkpoint.pt`` lets an interrupted r
 scale's table (:mod:`soteria_lib.scales`) sets the examples: the teaching scale trains on the
 first 6,000 training images and tests on 2,000; ``--scale paper`` uses whole datasets. The run is
 :func:`soteria_lib.federated.run_experiment` (chapter 6); the defaults are
-:class:`~soteria_lib.federated.FedAvgConfig`'s. The split is IID unless ``--alpha`` is given. Ctrl-C (SIGTERM) keeps the checkpoint of the last
-finished round and exits with 130 (143); the same command resumes from it.
+:class:`~soteria_lib.federated.FedAvgConfig`'s. The split is IID unless ``--alpha`` is given.
+Ctrl-C (SIGTERM) keeps the checkpoint of the last finished round and exits with 130 (143); the
+same command resumes from it.
 """
 from __future__ import annotations
 

@@ -57,9 +57,10 @@ class Setup:
                               epsilon=self.epsilon, clip=self.clip)
 
     def attack_config(self):
-        """The attack's settings: its defaults, the scale's budget, then ``attack_options``."""
-        budget = attack_budget(self.scale, self.attack).iterations
-        return attack_info(self.attack).configure(**{"max_iterations": budget, **self.attack_options})
+        """The attack's settings: its defaults, the scale's budget and options, then ``attack_options``."""
+        budget = attack_budget(self.scale, self.attack)
+        return attack_info(self.attack).configure(**{"max_iterations": budget.iterations, **budget.options,
+                                                     **self.attack_options})
 
     def model_spec(self) -> tuple[str, dict]:
         """The model to build: the attack's published one unless ``model`` names another. The

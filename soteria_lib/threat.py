@@ -32,7 +32,8 @@ class PrivateBatch:
 
     def __post_init__(self):
         if self.inputs.ndim < 2 or len(self.inputs) == 0:
-            raise ValueError(f"a private batch holds at least one input, got inputs of shape {tuple(self.inputs.shape)}")
+            raise ValueError("a private batch holds at least one input, "
+                             f"got inputs of shape {tuple(self.inputs.shape)}")
         if self.labels.shape != (len(self.inputs),) or self.labels.is_floating_point():
             raise ValueError(f"a private batch has one integer label per input: {len(self.inputs)} inputs, "
                              f"labels of shape {tuple(self.labels.shape)} and type {self.labels.dtype}")

@@ -43,7 +43,8 @@ def test_a_tiny_study_runs_resumes_and_summarises(tmp_path, capsys):
 def test_curves_carry_a_stopped_run_forward_and_count_reconstructions():
     base = dict(study="s", dataset="mnist", attack="dlg", max_iterations=4, every=2, stop_reason="budget",
                 seconds=1.0)
-    rows = [dict(base, target_id=0, seed=0, iteration=0, psnr=5.0), dict(base, target_id=0, seed=0, iteration=2, psnr=30.0),
+    rows = [dict(base, target_id=0, seed=0, iteration=0, psnr=5.0),
+            dict(base, target_id=0, seed=0, iteration=2, psnr=30.0),
             dict(base, target_id=0, seed=0, iteration=4, psnr=40.0),
             dict(base, target_id=1, seed=0, iteration=0, psnr=6.0, stop_reason="converged"),
             dict(base, target_id=1, seed=0, iteration=1, psnr=25.0, stop_reason="converged")]

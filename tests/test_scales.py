@@ -35,3 +35,12 @@ def test_the_table_cannot_be_changed_by_a_caller():
         SCALES["teaching"].attacks["gs"].model_options["width"] = 64
     with pytest.raises(ValueError, match="unknown scale 'huge'"):
         get_scale("huge")
+
+
+def test_the_reference_scale_runs_the_models_that_reconstruct(monkeypatch):
+    """Measured (results/convergence.md): GS reconstructs on the width-64 ConvNet, not on width 16."""
+    assert attack_budget("reference", "gs").model_options["width"] == 64
+    assert attack_budget("reference", "dlg").iterations == attack_budget("paper", "dlg").iterations
+    monkeypatch.setenv("SOTERIA_SCALE", "reference")  # the notebooks budget teaching and paper only
+    with pytest.raises(ValueError, match="choose one of \\['teaching', 'paper'\\]"):
+        notebook_scale()

@@ -21,7 +21,7 @@ from ..scales import SCALES
 from ..threat import SharedUpdate
 from .labels import LABEL_RULES, infer_label
 from .matching import l2_cost, masked, matching_masks
-from .registry import attack_info, check_count, check_eval_mode, check_finite, register_attack
+from .registry import AttackSettings, attack_info, check_eval_mode, check_finite, register_attack
 from .result import BestSoFar, Reconstruction, stop_reason
 
 
@@ -31,31 +31,17 @@ def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torc
 
 
 @dataclass(frozen=True)
-class DLGConfig:
-    """DLG's settings. ``max_iterations``: outer L-BFGS steps (default: the teaching budget).
-    ``adaptive``: the mask-aware attacker, which leaves entries that are exactly zero in the
-    shared update out of the matching loss. ``ignore_parameters`` (names as in
-    ``model.named_parameters()``, e.g. ``("fc.weight",)``) leaves those gradients out altogether
-    (see :func:`~soteria_lib.attacks.matching.matching_masks`). ``label_rule``: iDLG's rule
-    (``"weight"`` or ``"bias"``) when ``infer_labels`` is set. ``stop_loss`` and ``patience`` stop
-    the attack early (see :func:`~soteria_lib.attacks.result.stop_reason`); off by default."""
+class DLGConfig(AttackSettings):
+    """DLG's settings (the shared ones: :class:`~soteria_lib.attacks.registry.AttackSettings`).
+    ``max_iterations``: outer L-BFGS steps (default: the teaching budget); ``lr``: L-BFGS's step;
+    ``label_rule``: iDLG's rule (``"weight"`` or ``"bias"``) when ``infer_labels`` is set."""
 
     max_iterations: int = SCALES["teaching"].attacks["dlg"].iterations
     lr: float = 1.0
-    infer_labels: bool = False
     label_rule: str = "weight"
-    adaptive: bool = False
-    ignore_parameters: tuple[str, ...] = ()
-    stop_loss: float | None = None
-    patience: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "ignore_parameters", tuple(self.ignore_parameters))
-        check_count("max_iterations", self.max_iterations, 0)
-        if self.stop_loss is not None:
-            check_finite("stop_loss", self.stop_loss, positive=False)
-        if self.patience is not None:
-            check_count("patience", self.patience, 1)
+        super().__post_init__()
         check_finite("lr", self.lr)
         if self.label_rule not in LABEL_RULES:
             raise ValueError(f"unknown label rule {self.label_rule!r}; choose one of {list(LABEL_RULES)}")
@@ -66,7 +52,8 @@ def dlg(model: nn.Module, update: SharedUpdate, config: DLGConfig | None = None,
         progress: bool = True, frame_every: int = 0, **settings) -> Reconstruction:
     """Run DLG for ``config.max_iterations`` outer L-BFGS steps; Ctrl-C returns the best result
     so far. ``settings`` override fields of ``config`` (``dlg(model, update, max_iterations=50)``).
-    ``frame_every > 0`` records the current dummy image every that many steps."""
+    ``frame_every > 0`` records, every that many steps, the image the attack would return if it
+    stopped there: the best so far (the random start before the first step)."""
     config = attack_info("dlg").configure(config, **settings)
     check_eval_mode(model, "dlg")
     meta = update.metadata
@@ -105,8 +92,8 @@ def dlg(model: nn.Module, update: SharedUpdate, config: DLGConfig | None = None,
     bar = tqdm(range(config.max_iterations), desc="DLG", disable=not progress, leave=False)
     try:
         for step in bar:
-            if frame_every and step % frame_every == 0:
-                frames.append((step, dummy_x.detach().cpu().clone()))
+            if frame_every and step % frame_every == 0:  # what the attack would return if stopped now
+                frames.append((step, (dummy_x if best.inputs is None else best.inputs).detach().cpu().clone()))
             start_x, start_y = dummy_x.detach().clone(), targets().detach().argmax(-1)
             loss = float(optimizer.step(closure))
             best.offer(loss, start_x, start_y)  # L-BFGS returns the loss at the step's start

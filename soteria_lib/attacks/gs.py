@@ -47,7 +47,8 @@ from ..scales import SCALES
 from ..threat import Gradients, SharedUpdate
 from .labels import infer_label
 from .matching import cosine_cost, l2_cost, masked, matching_masks
-from .registry import attack_info, check_count, check_eval_mode, check_finite, register_attack
+from .registry import (AttackSettings, attack_info, check_count, check_eval_mode, check_finite,
+                       register_attack)
 from .result import Reconstruction, stop_reason
 
 MILESTONE_DIVISORS = (2.667, 1.6, 1.142)
@@ -149,16 +150,14 @@ def batch_restarts(model: nn.Module, restarts: int, device: torch.device) -> boo
 
 
 @dataclass(frozen=True)
-class GSConfig:
-    """GS's settings. ``max_iterations`` defaults to the teaching budget; ``restarts`` independent
-    dummies; ``tv`` weighs the total variation (3); ``cost_fn`` is ``sim`` (1) or ``l2`` (2);
-    ``optimizer`` is ``adam``, ``sgd`` or ``lbfgs`` with its own default ``lr`` unless one is given;
-    ``signed`` feeds Adam and SGD the sign of the gradient (the published set-up); ``batched``
-    evaluates the restarts in one vmapped pass (``None``: :func:`batch_restarts` decides). ``adaptive`` leaves entries that are exactly zero
-    in the shared update out of the matching, and ``ignore_parameters`` whole gradients, norms
-    included (see :func:`~soteria_lib.attacks.matching.matching_masks`). ``stop_loss`` and
-    ``patience`` stop the attack early on the best restart's matching cost (see
-    :func:`~soteria_lib.attacks.result.stop_reason`); off by default."""
+class GSConfig(AttackSettings):
+    """GS's settings (the shared ones: :class:`~soteria_lib.attacks.registry.AttackSettings`).
+    ``max_iterations`` defaults to the teaching budget; ``restarts`` independent dummies; ``tv``
+    weighs the total variation (3); ``cost_fn`` is ``sim`` (1) or ``l2`` (2); ``optimizer`` is
+    ``adam``, ``sgd`` or ``lbfgs`` with its own default ``lr`` unless one is given; ``signed``
+    feeds Adam and SGD the sign of the gradient (the published set-up); ``batched`` evaluates the
+    restarts in one vmapped pass (``None``: :func:`batch_restarts` decides). Early stopping acts on
+    the best restart's matching cost."""
 
     max_iterations: int = SCALES["teaching"].attacks["gs"].iterations
     restarts: int = 1
@@ -168,19 +167,9 @@ class GSConfig:
     lr: float | None = None
     signed: bool = True
     batched: bool | None = None
-    infer_labels: bool = False
-    adaptive: bool = False
-    ignore_parameters: tuple[str, ...] = ()
-    stop_loss: float | None = None
-    patience: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "ignore_parameters", tuple(self.ignore_parameters))
-        check_count("max_iterations", self.max_iterations, 0)
-        if self.stop_loss is not None:
-            check_finite("stop_loss", self.stop_loss, positive=False)
-        if self.patience is not None:
-            check_count("patience", self.patience, 1)
+        super().__post_init__()
         check_count("restarts", self.restarts, 1)
         check_finite("tv", self.tv, positive=False)
         if self.lr is not None:

@@ -36,6 +36,35 @@ def check_finite(name: str, value: float, positive: bool = True) -> None:
 
 
 @dataclass(frozen=True)
+class AttackSettings:
+    """The settings every attack shares; each attack's config adds its own and sets the default
+    ``max_iterations`` (its teaching budget).
+
+    ``infer_labels`` reads the label off the gradient (iDLG) instead of being told it.
+    ``adaptive`` is the mask-aware attacker: entries that are exactly zero in the shared update
+    are left out of the matching loss (chapter 4). ``ignore_parameters`` (names as in
+    ``model.named_parameters()``, e.g. ``("fc.weight",)``) leaves those gradients out altogether,
+    norms included (chapter 8; :func:`~soteria_lib.attacks.matching.matching_masks`).
+    ``stop_loss`` and ``patience`` stop the attack early on its matching loss
+    (:func:`~soteria_lib.attacks.result.stop_reason`); both are off by default."""
+
+    max_iterations: int = 0
+    infer_labels: bool = False
+    adaptive: bool = False
+    ignore_parameters: tuple[str, ...] = ()
+    stop_loss: float | None = None
+    patience: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "ignore_parameters", tuple(self.ignore_parameters))
+        check_count("max_iterations", self.max_iterations, 0)
+        if self.stop_loss is not None:
+            check_finite("stop_loss", self.stop_loss, positive=False)
+        if self.patience is not None:
+            check_count("patience", self.patience, 1)
+
+
+@dataclass(frozen=True)
 class AttackInfo:
     name: str
     run: Callable  # run(model, update, config=None, *, seed, progress, frame_every, **settings)

@@ -44,6 +44,7 @@ from .results import Table, optional_int
 from .runner import TASK_RUNNERS, Plan, check_data, read_sessions
 
 RECONSTRUCTED_PSNR = 20.0  # dB: MSE <= 0.01 in [0, 1] pixels, a recognisable image
+PSNR_FLOOR = -10.0  # dB: the figure's lower limit; exploded reconstructions go far below
 STUDY_KEYS = {"attack", "datasets", "max_iterations", "every", "attack_options", "model_options", "images", "seeds"}
 
 # One row per recorded image of a run; the first four columns identify the run.
@@ -232,10 +233,13 @@ def figure(found: list[Curve]) -> Figure:
         top.axhline(RECONSTRUCTED_PSNR, color="grey", linestyle=":", linewidth=1)
         top.set_title(dataset, fontsize=10)
         top.set_ylabel("median PSNR (dB)")
+        top.set_ylim(bottom=max(top.get_ylim()[0], PSNR_FLOOR))  # below 0 dB an image is noise
         bottom.set_ylabel(f"runs reconstructed (%), PSNR >= {RECONSTRUCTED_PSNR:g} dB")
+        bottom.set_ylim(-5, 105)
         bottom.set_xlabel("iteration")
         for ax in (top, bottom):
             ax.set_xscale("symlog", linthresh=10)
+            ax.set_xlim(left=0)
             ax.grid(alpha=0.3)
         top.legend(fontsize=8)
     return fig

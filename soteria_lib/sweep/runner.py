@@ -158,8 +158,6 @@ def run_task(task, device: str, data_root: str | None, commit: str):
     return TASK_RUNNERS[type(task)](task, device, data_root, commit)
 
 
-
-
 def _init_worker(threads: int, parent: int | None = None) -> None:
     """Set the worker's torch threads. A worker process (``parent`` given) leaves Ctrl-C to the
     parent, which stops the sweep, and dies with it, even when the parent is killed (Linux)."""
@@ -179,7 +177,9 @@ def _init_worker(threads: int, parent: int | None = None) -> None:
 
 
 def finished(tasks: list, workers: int, threads: int, device: str, data_root: str | None, commit: str):
-    """Yield ``(task, result)`` as tasks finish: in this process for one worker, else in a pool."""
+    """Yield ``(task, rows)`` as tasks finish: in this process for one worker, else in a pool of
+    worker processes, which are stopped (their runs unfinished, never recorded) when the sweep
+    stops early."""
     if workers == 1:
         _init_worker(threads)
         for task in tasks:
@@ -190,8 +190,10 @@ def finished(tasks: list, workers: int, threads: int, device: str, data_root: st
             yield task, result
         return
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads, os.getpid()))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                               initargs=(threads, os.getpid()))
     futures = {pool.submit(run_task, task, device, data_root, commit): task for task in tasks}
+    completed = False
     try:
         for future in as_completed(futures):
             try:
@@ -199,16 +201,17 @@ def finished(tasks: list, workers: int, threads: int, device: str, data_root: st
             except Exception as exc:
                 raise RunFailed(futures[future], exc) from exc
             yield futures[future], result
+        completed = True
     finally:
-        # Runs still in flight are not finished work: stop their workers rather than wait for them.
-        for process in list(pool._processes.values()):  # the executor has no public handle on them
-            process.terminate()
+        if not completed:  # runs still in flight are not finished work: stop them, do not wait
+            for process in list(pool._processes.values()):  # the executor has no public handle on them
+                process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 def execute(sweep: Plan, csv_path: Path, workers: int = 1, threads: int | None = None, device: str = "cpu",
             data_root: str | None = None, progress: bool = True, command: str = "") -> dict:
-    """Run every task of ``sweep``, appending each finished reconstruction's row to ``csv_path``.
+    """Run every task of ``sweep``, appending each finished run's rows to ``csv_path``.
 
     Returns the session record (also appended to ``<csv>.sessions.json``); a failing run
     stops the sweep with :class:`RunFailed`.
