@@ -86,19 +86,22 @@ _received: list[int] = []
 
 def _raise_interrupt(number, frame):
     _received.append(number)
-    raise KeyboardInterrupt
+    if len(_received) == 1:  # later signals find the run already stopping: they must not cut short
+        raise KeyboardInterrupt  # the saving of what was finished (nor land in a finaliser)
 
 
 def handle_signals() -> None:
-    """Ctrl-C and SIGTERM both raise ``KeyboardInterrupt``, so that one path keeps finished work."""
+    """The first Ctrl-C or SIGTERM raises ``KeyboardInterrupt``, so that one path keeps finished
+    work; further ones are only recorded while it does."""
     _received.clear()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_interrupt)
 
 
 def interrupted_code() -> int:
-    """The exit code of an interrupted run: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
-    return 128 + (_received[-1] if _received else signal.SIGINT)
+    """The exit code of an interrupted run: 128 + the first signal's number (130 for Ctrl-C, 143
+    for SIGTERM)."""
+    return 128 + (_received[0] if _received else signal.SIGINT)
 
 
 def exit_with(code: int) -> None:
