@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .data import Normalization, dataset_info, load_dataset
 from .defenses import defense_params, get_defense
 from .files import json_writer, write_atomic, write_together
-from .models import get_model
+from .models import MODELS, get_model
 from .plotting import plot_accuracy
 from .runtime import check_seed, resolve_device, seed_everything, where_it_ran
 from .scales import get_scale
@@ -237,6 +237,8 @@ class FedAvgExperiment:
     def __post_init__(self):
         dataset_info(self.dataset)
         get_scale(self.scale)
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
         self.build_defense()  # checks the defense and its options
 
     def build_defense(self) -> Defense:

@@ -98,6 +98,8 @@ BAD_GRIDS = [
      'options = {alpha = 0.0}', "fedavg.options: alpha must be a finite number > 0"),
     ('[attacks.dlg]\ndatasets = ["mnist"]\n[fedavg]\ndatasets = ["mnist"]\noutput = "unused"\n'
      'options = {iterations = 3}', "unknown FedAvg option 'iterations'"),
+    ('[attacks.dlg]\ndatasets = ["mnist"]\n[fedavg]\ndatasets = ["mnist"]\noutput = "unused"\n'
+     'options = {model = "resnet"}', "fedavg.options: unknown model 'resnet'"),
     ('[attacks.gs]\ndatasets = ["mnist"]\nattack_options = {restarts = 0}', "restarts must be an integer >= 1"),
     ('[attacks.gs]\ndatasets = ["mnist"]\nattack_options = {cost_fn = "cos"}', "unknown cost_fn 'cos'"),
     ('[attacks.gs]\ndatasets = ["mnist"]\nattack_options = {tv = -1.0}', "tv must be a finite number >= 0"),
