@@ -15,14 +15,12 @@ reference and our plain path are compared as a check that both run the same comp
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch.nn import functional as F
 
 from soteria_lib.attacks import cosine_cost, get_attack
 from soteria_lib.attacks.gs import batch_restarts, milestones, total_variation
-from gs_restarts import shared_update
+from gs_restarts import gs_arguments, shared_update
 from soteria_scores import timed
 
 
@@ -61,16 +59,7 @@ def fastest(run, repeats: int, device: torch.device) -> tuple[float, object]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--widths", type=int, nargs="+", default=[16, 64])
-    p.add_argument("--restarts", type=int, default=1)
-    p.add_argument("--iterations", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    args, device = gs_arguments(__doc__.splitlines()[0], restarts=1, iterations=20)
     gs = get_attack("gs")
     print(f"R = {args.restarts}, {args.iterations} iterations, {args.threads} threads, {device}; seconds per "
           "iteration (ratio: reference / ours)")

@@ -48,17 +48,22 @@ def timed(model, update, batched: bool, restarts: int, iterations: int, device: 
     return (time.perf_counter() - start) / iterations, result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--restarts", type=int, default=4)
+def gs_arguments(description: str, restarts: int, iterations: int) -> tuple[argparse.Namespace, torch.device]:
+    """The options of the GS benchmarks, parsed; torch's threads set; the device."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--restarts", type=int, default=restarts)
     p.add_argument("--widths", type=int, nargs="+", default=[16, 64])
-    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--iterations", type=int, default=iterations)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    return args, torch.device(args.device)
+
+
+def main() -> None:
+    args, device = gs_arguments(__doc__.splitlines()[0], restarts=4, iterations=10)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"GS restarts, R = {args.restarts}, best of {args.repeats} x {args.iterations} iterations, {where}, "
           f"torch {torch.__version__}")
