@@ -25,7 +25,7 @@ def _write(path: Path, text: str) -> Path:
 def _row(**values) -> dict:
     """A complete results row with neutral defaults."""
     row = {c: "" for c in COLUMNS}
-    row.update(attack="dlg", dataset="mnist", scale="teaching", max_iterations=10, adaptive=False,
+    row.update(attack="dlg", dataset="mnist", scale="teaching", max_iterations=10, attacker="plain",
                attack_options="{}", defense="none", pruning_rate=0.0, noise=0.0, target_id=0, seed=0,
                model="lenet", model_options="{}", model_seed=0, dummy_seed=0, noise_seed=None, label=0,
                mse=1.0, mse_normalized=1.0, psnr=0.0, ssim=0.0, label_accuracy=1.0, matching_loss=0.0,

@@ -6,7 +6,9 @@ The attacker draws dummy data ``x'`` and dummy label logits ``y'`` from N(0, 1) 
 
 over every parameter tensor k, where ``g`` is the shared gradient and ``L`` the soft-label
 cross-entropy, with L-BFGS (PyTorch defaults, ``lr = 1``). With ``infer_labels=True`` the
-label is read from the gradient (iDLG) and only ``x'`` is optimised. Settings: :class:`DLGConfig`.
+label is read from the gradient (iDLG) and only ``x'`` is optimised. The closed-form attacker
+adds ``representation_prior`` times the prior (8.3) of :mod:`~soteria_lib.attacks.prior` to the
+distance. Settings: :class:`DLGConfig`.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ..scales import SCALES
 from ..threat import SharedUpdate
 from .labels import LABEL_RULES, infer_label
 from .matching import l2_cost, masked, matching_masks
+from .prior import representation_prior
 from .registry import AttackSettings, attack_info, check_eval_mode, check_finite, register_attack
 from .result import BestSoFar, Reconstruction, stop_reason
 
@@ -59,9 +62,10 @@ def dlg(model: nn.Module, update: SharedUpdate, config: DLGConfig | None = None,
     meta = update.metadata
     device = update.gradients[0].device
     params = list(model.parameters())
-    masks = matching_masks(model, update, config.adaptive, config.ignore_parameters)
+    masks = matching_masks(model, update, config.adaptive, config.ignored(model))
     if masks is not None:
         masks = tuple(m.to(device) for m in masks)
+    prior = representation_prior(model, update, config.representation_prior)
     # masking the shared side too is a no-op for the adaptive mask (zero where the update is) and
     # drops ignored tensors
     shared = masked(tuple(g.to(device) for g in update.gradients), masks)
@@ -84,6 +88,8 @@ def dlg(model: nn.Module, update: SharedUpdate, config: DLGConfig | None = None,
         loss = soft_cross_entropy(model(dummy_x), targets())
         dummy_grads = masked(torch.autograd.grad(loss, params, create_graph=True), masks)
         distance = l2_cost(dummy_grads, shared)
+        if prior is not None:
+            distance = distance + prior(dummy_x)
         distance.backward()
         return distance.detach()
 

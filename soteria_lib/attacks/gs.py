@@ -47,6 +47,7 @@ from ..scales import SCALES
 from ..threat import Gradients, SharedUpdate
 from .labels import infer_label
 from .matching import cosine_cost, l2_cost, masked, matching_masks
+from .prior import representation_prior
 from .registry import (AttackSettings, attack_info, check_count, check_eval_mode, check_finite,
                        register_attack)
 from .result import Reconstruction, stop_reason
@@ -83,21 +84,23 @@ def milestones(iterations: int) -> list[int]:
 
 
 class Objective:
-    """Cost (1) or (2), masked for the adaptive attacker, plus ``tv`` times (3), for a stack of
-    restarts ``x`` shaped (R, B, C, H, W). Both methods return ``(d total / dx, total, matching)``
-    with one value per restart."""
+    """Cost (1) or (2), masked for the adaptive attacker, plus ``tv`` times (3) and the closed-form
+    attacker's ``prior`` (:mod:`~soteria_lib.attacks.prior`), for a stack of restarts ``x`` shaped
+    (R, B, C, H, W). Both methods return ``(d total / dx, total, matching)`` with one value per
+    restart."""
 
     def __init__(self, model: nn.Module, shared: Gradients, labels: torch.Tensor, cost: str, tv: float,
-                 masks: Gradients | None = None):
+                 masks: Gradients | None = None, prior: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.model, self.shared, self.labels = model, shared, labels
-        self.cost, self.tv, self.masks = COSTS[cost], tv, masks
+        self.cost, self.tv, self.masks, self.prior = COSTS[cost], tv, masks, prior
         self.params = {name: p.detach() for name, p in model.named_parameters()}
         self.buffers = {name: b.detach() for name, b in model.named_buffers()}
         self._vmapped = vmap(self._restart_cost)
 
     def _terms(self, dummy: Gradients, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         matching = self.cost(masked(dummy, self.masks), self.shared)
-        return matching + self.tv * total_variation(x), matching
+        total = matching + self.tv * total_variation(x)
+        return (total if self.prior is None else total + self.prior(x)), matching
 
     def _restart_cost(self, x: torch.Tensor):
         def loss(params):
@@ -196,12 +199,13 @@ def gs(model: nn.Module, update: SharedUpdate, config: GSConfig | None = None, *
     meta = update.metadata
     device = update.gradients[0].device
     shared = tuple(g.to(device) for g in update.gradients)
-    masks = matching_masks(model, update, config.adaptive, config.ignore_parameters)
+    masks = matching_masks(model, update, config.adaptive, config.ignored(model))
     if masks is not None:  # the shared side too: a no-op for the adaptive mask, drops ignored tensors
         masks = tuple(m.to(device, shared[0].dtype) for m in masks)
         shared = masked(shared, masks)
     labels = _labels(model, update, config.infer_labels).to(device)
-    objective = Objective(model, shared, labels, config.cost_fn, config.tv, masks)
+    prior = representation_prior(model, update, config.representation_prior)
+    objective = Objective(model, shared, labels, config.cost_fn, config.tv, masks, prior)
     batched = batch_restarts(model, restarts, device) if config.batched is None else config.batched
     evaluate = objective.batched if batched else objective.sequential
 

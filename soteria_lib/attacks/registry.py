@@ -14,6 +14,8 @@ from typing import Callable
 
 from torch import nn
 
+from ..introspection import select_linear
+
 
 def check_eval_mode(model: nn.Module, attack: str) -> None:
     """Attacks refuse BatchNorm in train mode: the client's update was then normalised with its own
@@ -44,7 +46,11 @@ class AttackSettings:
     ``adaptive`` is the mask-aware attacker: entries that are exactly zero in the shared update
     are left out of the matching loss (chapter 4). ``ignore_parameters`` (names as in
     ``model.named_parameters()``, e.g. ``("fc.weight",)``) leaves those gradients out altogether,
-    norms included (chapter 8; :func:`~soteria_lib.attacks.matching.matching_masks`).
+    norms included (chapter 8; :func:`~soteria_lib.attacks.matching.matching_masks`);
+    ``drop_defended_layer`` does the same for the weight of the layer Soteria defends (the model's
+    last ``nn.Linear``), whatever its name. ``representation_prior`` weighs the closed-form
+    attacker's prior on the defended layer's input (:mod:`~soteria_lib.attacks.prior`, chapter 8);
+    0 leaves it out.
     ``stop_loss`` and ``patience`` stop the attack early on its matching loss
     (:func:`~soteria_lib.attacks.result.stop_reason`); both are off by default."""
 
@@ -52,16 +58,28 @@ class AttackSettings:
     infer_labels: bool = False
     adaptive: bool = False
     ignore_parameters: tuple[str, ...] = ()
+    drop_defended_layer: bool = False
+    representation_prior: float = 0.0
     stop_loss: float | None = None
     patience: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "ignore_parameters", tuple(self.ignore_parameters))
         check_count("max_iterations", self.max_iterations, 0)
+        check_finite("representation_prior", self.representation_prior, positive=False)
         if self.stop_loss is not None:
             check_finite("stop_loss", self.stop_loss, positive=False)
         if self.patience is not None:
             check_count("patience", self.patience, 1)
+
+
+    def ignored(self, model: nn.Module) -> tuple[str, ...]:
+        """The parameters whose gradients the attack leaves out: ``ignore_parameters`` plus, with
+        ``drop_defended_layer``, the defended layer's weight."""
+        if not self.drop_defended_layer:
+            return self.ignore_parameters
+        name, _ = select_linear(model)
+        return tuple(dict.fromkeys((*self.ignore_parameters, f"{name}.weight")))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A grid is a TOML file (``experiments/teaching.toml`` is a commented example)::
 
-    scale = "teaching"          # every attack's budget preset: "teaching" or "paper"
+    scale = "teaching"          # every attack's budget preset: "teaching", "reference" or "paper"
     images = [0, 1, 2]          # target ids; -1 is the embedded photograph (no dataset needed)
     seeds = [0, 1, 2]
 
@@ -13,14 +13,18 @@ A grid is a TOML file (``experiments/teaching.toml`` is a commented example)::
     dp-gaussian = [1e-3]        # noise: sigma
     dp-laplace = [1e-3]         # noise: Laplace scale b
 
-    [attacks.dlg]
+    [attacks.dlg]               # a block; its name is the attack unless it sets attack = "dlg"
     datasets = ["mnist", "cifar10"]
     max_iterations = {mnist = 10, cifar10 = 30}   # or one integer; left out: the scale's budget
     attack_options = {}         # other fields of the attack's settings, e.g. GS's {batched = false}
-    adaptive = false            # mask-aware attacker
+    attackers = ["plain"]       # the battery (soteria_lib.attacks.battery), each against every
+                                # defense it applies to; or a table {layer-dropping = ["soteria"]}
+                                # naming the defenses (true: all it applies to)
+    defenses = {soteria = [40]} # optional, like images and seeds: replace the grid's for this block
 
     [fedavg]                    # optional: test accuracy at the same defense settings
     datasets = ["mnist"]
+    seeds = [0]                 # training seeds (default [0]); seed k > 0 adds _seed<k> to the folder
     defenses = {none = true}    # optional: other settings than [defenses] (same format)
     output = "results/fedavg"   # one folder per run, <dataset>_<defense>_<value>/metrics.json
     options = {}                # fields of FedAvgConfig, or model / clip, e.g. {rounds = 5}
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..attacks import ATTACKS, attack_info
+from ..attacks.battery import ATTACKER_OPTIONS, ATTACKERS, attacker_info
 from ..data import DATASETS
 from ..defenses import DefenseSetting, defense_info, defense_names
 from ..federated import FedAvgExperiment
@@ -59,51 +64,62 @@ class ReconstructionSpec:
     dataset: str
     scale: str
     max_iterations: int
-    adaptive: bool
+    attacker: str  # a name in soteria_lib.attacks.battery
     attack_options: dict = field(hash=False)
     setting: DefenseSetting
     target_id: int
     seed: int
 
     def setup(self, device: str = "cpu", data_root: str | None = None) -> Setup:
-        options = {**self.attack_options, "max_iterations": self.max_iterations, "adaptive": self.adaptive}
+        options = {**self.attack_options, **attacker_info(self.attacker).options,
+                   "max_iterations": self.max_iterations}
         return Setup(attack=self.attack, dataset=self.dataset, target_id=self.target_id,
                      defense=self.setting.defense, seed=self.seed, scale=self.scale, device=device,
                      data_root=data_root, attack_options=options, **self.setting.run_options())
 
     def describe(self) -> str:
-        return f"{self.attack} {self.dataset} {self.setting.label()} image {self.target_id} seed {self.seed}"
+        attacker = "" if self.attacker == "plain" else f" ({self.attacker})"
+        return f"{self.attack}{attacker} {self.dataset} {self.setting.label()} image {self.target_id} seed {self.seed}"
+
+    def group(self) -> tuple:
+        """The runs that share one model and one private image (a sweep runs them one after another,
+        so that Soteria's scores are computed once for all of them)."""
+        return self.attack, self.dataset, self.scale, self.target_id, self.seed
 
     def params(self) -> dict:
         """The parameters that identify the run, as the CSV stores them (its resume key)."""
         return {"attack": self.attack, "dataset": self.dataset, "scale": self.scale,
-                "max_iterations": self.max_iterations, "adaptive": self.adaptive,
+                "max_iterations": self.max_iterations, "attacker": self.attacker,
                 "attack_options": canonical_json(self.attack_options), "defense": self.setting.defense,
                 **self.setting.run_options(), "target_id": self.target_id, "seed": self.seed}
 
 
 @dataclass(frozen=True)
 class FedAvgSpec:
-    """One FedAvg accuracy run at a defense setting; its folder is ``ROOT/<dataset>_<defense>_<tag>``
-    (``mnist_soteria_p50``, ``mnist_dp-gaussian_s0.01``, ``mnist_none_none``)."""
+    """One FedAvg accuracy run at a defense setting and training seed; its folder is
+    ``ROOT/<dataset>_<defense>_<tag>`` for seed 0 (``mnist_soteria_p50``, ``mnist_dp-gaussian_s0.01``,
+    ``mnist_none_none``), with ``_seed<k>`` appended for seed k."""
 
     dataset: str
     setting: DefenseSetting
     scale: str
     output_root: Path
     options: dict = field(hash=False)
+    seed: int = 0
 
     def experiment(self) -> FedAvgExperiment:
-        return FedAvgExperiment.with_options(self.options, dataset=self.dataset, scale=self.scale,
+        options = {**self.options, "seed": self.seed}
+        return FedAvgExperiment.with_options(options, dataset=self.dataset, scale=self.scale,
                                              defense=self.setting.defense,
                                              pruning_rate=self.setting.run_options()["pruning_rate"],
                                              noise=self.setting.value if self.setting.parameter == "noise" else None)
 
     def describe(self) -> str:
-        return f"fedavg {self.dataset} {self.setting.label()}"
+        return f"fedavg {self.dataset} {self.setting.label()} seed {self.seed}"
 
     def folder(self) -> Path:
-        return self.output_root / f"{self.dataset}_{self.setting.defense}_{self.setting.tag()}"
+        seed = f"_seed{self.seed}" if self.seed else ""
+        return self.output_root / f"{self.dataset}_{self.setting.defense}_{self.setting.tag()}{seed}"
 
 
 @dataclass
@@ -143,6 +159,23 @@ def _int_list(table: dict, key: str, where: str) -> list[int]:
     return _unique([_typed(v, int, f"{where}.{key}") for v in values], f"{where}.{key}")
 
 
+def _images(table: dict, where: str) -> list[int]:
+    images = _int_list(table, "images", where)
+    if min(images) < -1:
+        raise GridError(f"{where}.images: target ids are -1 (embedded photograph) or >= 0, got {min(images)}")
+    return images
+
+
+def _seeds(table: dict, where: str) -> list[int]:
+    seeds = _int_list(table, "seeds", where)
+    for seed in seeds:
+        try:
+            check_seed(seed)
+        except ValueError as exc:
+            raise GridError(f"{where}.seeds: {exc}") from None
+    return seeds
+
+
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -157,7 +190,7 @@ def _names(table: dict, key: str, known, where: str) -> list[str]:
     return names
 
 
-def parse_defenses(table: dict) -> list[DefenseSetting]:
+def parse_defenses(table: dict, where: str = "defenses") -> list[DefenseSetting]:
     """``[defenses]``: ``none = true`` and lists of strengths for the others (any registered
     defense; one without a strength takes ``true``)."""
     settings = []
@@ -165,24 +198,24 @@ def parse_defenses(table: dict) -> list[DefenseSetting]:
         try:
             info = defense_info(name)
         except ValueError:
-            raise GridError(f"defenses: unknown defense {name!r}; choose from {defense_names()}") from None
+            raise GridError(f"{where}: unknown defense {name!r}; choose from {defense_names()}") from None
         if info.strength is None:
-            if _typed(values, bool, f"defenses.{name}"):
+            if _typed(values, bool, f"{where}.{name}"):
                 settings.append(DefenseSetting(info.name))
             continue
-        if not _typed(values, list, f"defenses.{name}"):
-            raise GridError(f"defenses.{name}: the list is empty")
+        if not _typed(values, list, f"{where}.{name}"):
+            raise GridError(f"{where}.{name}: the list is empty")
         for value in values:
-            value = float(_typed(value, (int, float), f"defenses.{name}"))
+            value = float(_typed(value, (int, float), f"{where}.{name}"))
             try:
                 info.strength.check(value)
             except ValueError as exc:
-                raise GridError(f"defenses.{name}: {exc}") from None
+                raise GridError(f"{where}.{name}: {exc}") from None
             settings.append(DefenseSetting(info.name, value))
     if not settings:
-        raise GridError("defenses: no defense setting")
+        raise GridError(f"{where}: no defense setting")
     if len(set(settings)) != len(settings):
-        raise GridError("defenses: a setting is listed twice")
+        raise GridError(f"{where}: a setting is listed twice")
     return settings
 
 
@@ -202,46 +235,85 @@ def _iterations(value, datasets: list[str], scale_budget: int, where: str) -> di
     return budgets
 
 
-ATTACK_KEYS = {"datasets", "max_iterations", "attack_options", "adaptive"}
-FEDAVG_KEYS = {"datasets", "defenses", "output", "options"}
+ATTACK_KEYS = {"attack", "datasets", "max_iterations", "attack_options", "attackers", "defenses", "images",
+               "seeds"}
+FEDAVG_KEYS = {"datasets", "defenses", "output", "options", "seeds"}
 TOP_KEYS = {"scale", "images", "seeds", "defenses", "attacks", "fedavg"}
 
 
 def parse_attacks(table: dict, scale: str, images, seeds, settings) -> list[ReconstructionSpec]:
+    """``[attacks.<name>]`` blocks. A block's name is its attack unless it sets ``attack``; its
+    ``defenses``, ``images`` and ``seeds`` replace the grid's, so one grid can run a battery of
+    attackers on a few settings and the plain attacker on the rest."""
     specs = []
-    for attack, options in _typed(table, dict, "attacks").items():
-        where = f"attacks.{attack}"
-        if attack not in ATTACKS:
-            raise GridError(f"attacks: unknown attack {attack!r}; choose from {sorted(ATTACKS)}")
+    for block, options in _typed(table, dict, "attacks").items():
+        where = f"attacks.{block}"
         _check_keys(_typed(options, dict, where), ATTACK_KEYS, where)
+        attack = _typed(options.get("attack", block), str, f"{where}.attack")
+        if attack not in ATTACKS:
+            raise GridError(f"{where}: unknown attack {attack!r}; choose from {sorted(ATTACKS)}")
         datasets = _names(options, "datasets", DATASETS, where)
         if attack not in SCALES[scale].attacks:
             raise GridError(f"scale: {scale!r} has no budget for {attack}")
         budgets = _iterations(options.get("max_iterations"), datasets, SCALES[scale].attacks[attack].iterations,
                               where)
         attack_options = _typed(options.get("attack_options", {}), dict, f"{where}.attack_options")
-        reserved = sorted({"max_iterations", "adaptive"} & set(attack_options))
+        if "max_iterations" in attack_options:
+            raise GridError(f"{where}.attack_options: set 'max_iterations' as a key of {where} itself")
+        reserved = sorted(ATTACKER_OPTIONS & set(attack_options))
         if reserved:
-            raise GridError(f"{where}.attack_options: set {reserved[0]!r} as a key of {where} itself")
-        adaptive = _typed(options.get("adaptive", False), bool, f"{where}.adaptive")
+            raise GridError(f"{where}.attack_options: {reserved[0]!r} belongs to an attacker; list it in "
+                            f"{where}.attackers")
         try:
             for budget in set(budgets.values()):
-                attack_info(attack).configure(**attack_options, max_iterations=budget, adaptive=adaptive)
+                attack_info(attack).configure(**attack_options, max_iterations=budget)
         except (ValueError, TypeError) as exc:
             raise GridError(f"{where}.attack_options: {exc}") from None
-        specs += [ReconstructionSpec(attack, dataset, scale, budgets[dataset], adaptive, attack_options,
+        chosen = (parse_defenses(_typed(options["defenses"], dict, f"{where}.defenses"), f"{where}.defenses")
+                  if "defenses" in options else settings)
+        block_images = _images(options, where) if "images" in options else images
+        block_seeds = _seeds(options, where) if "seeds" in options else seeds
+        against = parse_attackers(options.get("attackers", ["plain"]), chosen, f"{where}.attackers")
+        specs += [ReconstructionSpec(attack, dataset, scale, budgets[dataset], attacker, attack_options,
                                      setting, image, seed)
-                  for dataset in datasets for setting in settings for image in images for seed in seeds]
+                  for dataset in datasets for attacker, faced in against.items() for setting in faced
+                  for image in block_images for seed in block_seeds]
+    keys = [canonical_json({k: str(v) for k, v in s.params().items()}) for s in specs]
+    if len(set(keys)) != len(keys):
+        raise GridError("attacks: two blocks list the same run")
     return specs
+
+
+def parse_attackers(value, settings: list[DefenseSetting], where: str) -> dict[str, list[DefenseSetting]]:
+    """``attackers``: a list of attacker names, or a table naming, per attacker, the defenses it
+    faces (``true``: all it applies to). Returns each attacker's defense settings."""
+    table = ({name: True for name in _names({"attackers": value}, "attackers", ATTACKERS, where.rsplit(".", 1)[0])}
+             if isinstance(value, list) else _typed(value, dict, where))
+    if not table:
+        raise GridError(f"{where}: no attacker")
+    against = {}
+    for name, chosen in table.items():
+        if name not in ATTACKERS:
+            raise GridError(f"{where}: unknown attacker {name!r}; choose from {list(ATTACKERS)}")
+        applies = [s for s in settings if ATTACKERS[name].applies(s.defense)]
+        if chosen is True:
+            against[name] = applies
+            continue
+        names = _names({name: chosen}, name, {s.defense for s in applies}, where)
+        against[name] = [s for s in applies if s.defense in names]
+    return against
 
 
 def parse_fedavg(table: dict, scale: str, settings, output: Path) -> list[FedAvgSpec]:
     _check_keys(_typed(table, dict, "fedavg"), FEDAVG_KEYS, "fedavg")
     datasets = _names(table, "datasets", DATASETS, "fedavg")
     options = _typed(table.get("options", {}), dict, "fedavg.options")
+    if "seed" in options:
+        raise GridError("fedavg.options: list training seeds in fedavg.seeds")
+    seeds = _seeds(table, "fedavg") if "seeds" in table else [0]
     if "defenses" in table:  # a subset, when the slowest FedAvg runs (Soteria) would not fit the budget
         settings = parse_defenses(_typed(table["defenses"], dict, "fedavg.defenses"))
-    specs = [FedAvgSpec(d, s, scale, output, options) for d in datasets for s in settings]
+    specs = [FedAvgSpec(d, s, scale, output, options, seed) for d in datasets for s in settings for seed in seeds]
     for spec in specs:  # every option name and value, before anything runs
         try:
             spec.experiment()
@@ -267,15 +339,7 @@ def load_grid(path: str | Path, fedavg_output: str | Path | None = None) -> Grid
     scale = _require(table, "scale", str, "grid")
     if scale not in SCALES:
         raise GridError(f"grid.scale: unknown scale {scale!r}; choose from {list(SCALES)}")
-    images = _int_list(table, "images", "grid")
-    if min(images) < -1:
-        raise GridError(f"grid.images: target ids are -1 (embedded photograph) or >= 0, got {min(images)}")
-    seeds = _int_list(table, "seeds", "grid")
-    for seed in seeds:
-        try:
-            check_seed(seed)
-        except ValueError as exc:
-            raise GridError(f"grid.seeds: {exc}") from None
+    images, seeds = _images(table, "grid"), _seeds(table, "grid")
     settings = parse_defenses(_require(table, "defenses", dict, "grid"))
     reconstructions = parse_attacks(_require(table, "attacks", dict, "grid"), scale, images, seeds, settings)
     fedavg_table = table.get("fedavg")

@@ -32,10 +32,10 @@ def title(group: Group, short: bool = False) -> str:
     """The experiment's name; ``short`` (figure panels) leaves out the scale and attack options."""
     p = group.params
     options = "" if p["attack_options"] == "{}" or short else f", options {p['attack_options']}"
-    adaptive = ", adaptive" if p["adaptive"] else ""
+    attacker = "" if p["attacker"] == "plain" else f", {p['attacker']} attacker"
     scale = "" if short else f"{p['scale']} scale, "
     return (f"{p['attack'].upper()} on {DATASET_NAMES.get(p['dataset'], p['dataset'])} "
-            f"({scale}{p['max_iterations']} iterations{adaptive}{options})")
+            f"({scale}{p['max_iterations']} iterations{attacker}{options})")
 
 
 def accuracy_note(group: Group) -> str:

@@ -41,7 +41,7 @@ def optional_int(text: str) -> int | None:
 
 # Column -> parser of its CSV text. The first eleven are the run's parameters (its resume key).
 COLUMNS = {
-    "attack": str, "dataset": str, "scale": str, "max_iterations": int, "adaptive": _bool,
+    "attack": str, "dataset": str, "scale": str, "max_iterations": int, "attacker": str,
     "attack_options": str, "defense": str, "pruning_rate": float, "noise": float, "target_id": int,
     "seed": int,
     "model": str, "model_options": str, "model_seed": int, "dummy_seed": int, "noise_seed": optional_int,
@@ -88,7 +88,7 @@ def result_row(spec: ReconstructionSpec, metrics: dict, seconds: float, cpu_seco
 
 def spec_from_row(row: dict) -> ReconstructionSpec:
     """The run a parsed CSV row records, ready to be run again."""
-    return ReconstructionSpec(row["attack"], row["dataset"], row["scale"], row["max_iterations"], row["adaptive"],
+    return ReconstructionSpec(row["attack"], row["dataset"], row["scale"], row["max_iterations"], row["attacker"],
                               json.loads(row["attack_options"]),
                               DefenseSetting.of(row["defense"], row["pruning_rate"], row["noise"]),
                               row["target_id"], row["seed"])

@@ -4,8 +4,9 @@ Its results are chapter 5's evidence.
 The parent process is the only writer: workers return a finished run's row and the parent
 appends it to the CSV at once, so an interrupted sweep keeps everything finished so far and a
 second call picks up where the first stopped. FedAvg runs are scheduled first (they are the
-longest); the reconstructions follow in a fixed shuffled order, so that the progress bar's ETA
-averages over every kind of run from the start.
+longest); the reconstructions follow in a fixed shuffled order of their model-and-image groups, so
+that the progress bar's ETA averages over every kind of run from the start while the runs of one
+group (other defense settings and attackers) follow each other and share Soteria's scores.
 
 A FedAvg cell is :func:`soteria_lib.federated.run_experiment` writing into its folder
 (:meth:`~.grid.FedAvgSpec.folder`); one whose ``metrics.json`` holds the requested experiment is
@@ -105,8 +106,12 @@ def plan(grid: Grid, csv_path: Path, data_root: str | None = None) -> Plan:
     done = prepare(csv_path)
     pending = [s for s in grid.reconstructions if run_key(s.params()) not in done]
     result.skipped_runs = len(grid.reconstructions) - len(pending)
-    random.Random(0).shuffle(pending)
-    result.tasks += pending
+    groups: dict[tuple, list] = {}
+    for spec in pending:  # runs on one model and image stay together: Soteria's scores are reused
+        groups.setdefault(spec.group(), []).append(spec)
+    order = list(groups)
+    random.Random(0).shuffle(order)
+    result.tasks += [spec for key in order for spec in groups[key]]
     return result
 
 

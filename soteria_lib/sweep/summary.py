@@ -1,7 +1,7 @@
 """From the results CSV to per-cell statistics and Soteria's MSE ratios at matched accuracy
 (chapter 5's tables).
 
-Rows are grouped by experiment (attack, dataset, scale, iteration budget, adaptive attacker,
+Rows are grouped by experiment (attack, dataset, scale, iteration budget, attacker,
 attack options) and, within one, by defense setting. Each cell reports the median and the
 interquartile range (25th and 75th percentiles, linear interpolation) of both MSE conventions
 over all its runs, diverged ones included (their MSE is large or infinite and sorts last), and
@@ -23,7 +23,7 @@ from ..quantiles import quantile
 from ..metrics import DIVERGED_MSE
 from .results import read_rows
 
-GROUP_COLUMNS = ("attack", "dataset", "scale", "max_iterations", "adaptive", "attack_options")
+GROUP_COLUMNS = ("attack", "dataset", "scale", "max_iterations", "attacker", "attack_options")
 METRICS = ("mse", "mse_normalized")
 FALLBACK_ACCURACY_DATASET = "mnist"
 CONVENTIONS = {

@@ -1,0 +1,56 @@
+"""The closed-form attacker's prior: what the update gives away of the defended layer's input r,
+turned into a term of the attack's loss (chapter 8, section 3).
+
+For one sample, every row of the defended layer's weight gradient is r scaled by its bias
+gradient (chapter 1, equation 1.2), so the server reads
+
+    r_hat = (dL/dW)_{k,:} / (dL/db)_k,        K = { i : r_hat_i != 0 }
+
+without any optimisation. Soteria zeroes the columns of the pruned features, so K holds
+exactly the features it kept; noise perturbs every entry of r_hat. The attacker then adds to
+its matching loss
+
+    P(x') = sum_{i in K} (r_i(x') - r_hat_i)^2 / sum_{i in K} r_hat_i^2                  (8.3)
+
+weighted by ``representation_prior``: the dummy's representation must agree with what was read
+in closed form. P vanishes at the private image when the recovery is exact, so the prior moves
+no global minimum of the matching loss; it only gives the optimiser a direct path to it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..introspection import representation_fn, select_linear
+from ..leakage import recover_representation
+from ..threat import SharedUpdate
+
+
+class RepresentationPrior:
+    """``x -> P(x)``, equation (8.3), for a batch of one; refuses an update that gives nothing
+    away (no bias gradient to divide by, or nothing recovered)."""
+
+    def __init__(self, model: nn.Module, update: SharedUpdate):
+        r_hat = recover_representation(model, update)
+        if not torch.isfinite(r_hat).all():
+            raise ValueError("the shared bias gradient of the defended layer is zero: r cannot be read off "
+                             "the update, so the closed-form prior does not apply")
+        self.known = (r_hat != 0).to(r_hat.dtype)
+        self.target = r_hat * self.known
+        self.scale = self.target.pow(2).sum()
+        if self.scale == 0:
+            raise ValueError("no feature of r is recoverable from the update: the closed-form prior does not apply")
+        _, linear = select_linear(model)
+        self.representation = representation_fn(model, linear)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.representation(x)[0]
+        return ((r - self.target) * self.known).pow(2).sum() / self.scale
+
+
+def representation_prior(model: nn.Module, update: SharedUpdate, weight: float):
+    """``x -> weight * P(x)``, or ``None`` when ``weight`` is 0 (the plain attacker)."""
+    if weight == 0:
+        return None
+    prior = RepresentationPrior(model, update)
+    return lambda x: weight * prior(x)
