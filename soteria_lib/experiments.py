@@ -32,7 +32,7 @@ from .sweep.plots import save_figures
 from .sweep.report import render
 from .sweep.results import ResultsError
 from .sweep.runner import RunFailed, execute, plan, read_sessions
-from .sweep.summary import summarize, to_json
+from .sweep.summary import missing_cells, summarize, to_json
 
 PROG = "soteria-experiments"
 
@@ -64,6 +64,7 @@ def build_parser() -> Parser:
     summary = commands.add_parser("summarize", help="tables, matched-accuracy ratios and plots from a results CSV")
     summary.add_argument("csv", help="results CSV written by `run`")
     summary.add_argument("--fedavg", default=DEFAULT_FEDAVG_OUTPUT, help="folder of FedAvg cells")
+    summary.add_argument("--grid", help="the grid file of the sweep: the summary then says which cells are complete")
     summary.add_argument("--output", default="results/summary.md",
                          help="Markdown summary; the JSON and PNGs are written beside it")
     return parser
@@ -131,14 +132,16 @@ def summarize_command(args) -> int:
                      else f"results file {csv_path} is not a file")
     try:
         check_writable_file(output, "summary file")
-        groups, accuracies = summarize(csv_path, args.fedavg)
+        grid = load_grid(args.grid) if args.grid else None
+        groups, accuracies = summarize(csv_path, args.fedavg, grid)
+        missing = None if grid is None else missing_cells(groups, grid)
         sessions = read_sessions(csv_path)
-    except (ResultsError, ValueError) as exc:
+    except (GridError, ResultsError, ValueError) as exc:
         return _fail("summarize", str(exc))
     output.parent.mkdir(parents=True, exist_ok=True)
-    figures = save_figures(groups, output)
-    text = render(groups, accuracies, csv_path, args.fedavg, sessions, [p.name for p in figures])
-    write_json(output.with_suffix(".json"), to_json(groups, accuracies, csv_path, args.fedavg))
+    figures = save_figures(groups, accuracies, output)
+    text = render(groups, accuracies, csv_path, args.fedavg, sessions, [p.name for p in figures], missing)
+    write_json(output.with_suffix(".json"), to_json(groups, accuracies, csv_path, args.fedavg, missing))
     write_atomic(output, lambda tmp: Path(tmp).write_text(text))
     print(f"{output}, {output.with_suffix('.json')}, {', '.join(str(p) for p in figures)}", file=sys.stderr)
     return 0

@@ -19,6 +19,7 @@ from ._cli import (Parser, check_writable_folder, exit_with, fail, finite_float,
                    interrupted_code, non_negative_float, non_negative_int, positive_float, positive_int,
                    seed_int)
 from .attacks import ATTACKS
+from .attacks.battery import ATTACKERS, attacker_info
 from .data import DATASETS, DatasetNotFoundError
 from .defenses import defense_names
 from .files import json_writer, write_together
@@ -60,6 +61,9 @@ def build_parser() -> Parser:
                    help="read the label from the gradient (iDLG)")
     p.add_argument("--adaptive", action="store_true", default=None,
                    help="mask-aware attacker: match only the entries that are non-zero in the update")
+    p.add_argument("--attacker", default="plain", choices=list(ATTACKERS),
+                   help="an attacker of the battery (soteria_lib.attacks.battery); its settings come "
+                        "under the flags above")
     p.add_argument("--seed", type=seed_int, default=0, help="an integer in [0, 2**32 - 1]")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data_root", "--data_path", dest="data_root", default=None,
@@ -72,7 +76,8 @@ def build_parser() -> Parser:
 
 
 def setup_from(args) -> Setup:
-    options = {field: getattr(args, flag) for flag, field in ATTACK_FLAGS.items() if getattr(args, flag) is not None}
+    options = {**attacker_info(args.attacker).options,
+               **{field: getattr(args, flag) for flag, field in ATTACK_FLAGS.items() if getattr(args, flag) is not None}}
     if args.dryrun:
         options["max_iterations"] = 1
     return Setup(attack=args.attack, dataset=args.dataset, target_id=args.target_id, defense=args.defense,

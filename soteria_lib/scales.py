@@ -55,7 +55,7 @@ SCALES: Mapping[str, Scale] = MappingProxyType({
         {"dlg": AttackBudget(100), "gs": AttackBudget(400, {"width": 16})},
         FedAvgBudget(6000, 2000)),
     "reference": _scale(
-        "reference", "attacks that converge, for a sweep of a few CPU-hours",
+        "reference", "attacks that converge on a CPU (the reference sweep: about 20 CPU-hours)",
         # Chosen by the convergence study (experiments/convergence.toml, results/convergence.md):
         # DLG's published 300 steps; GS on the published width 64, which reconstructs both datasets
         # (width 16 levels off below 20 dB at any budget), for 300 steps: median PSNR 38.9 dB on
@@ -95,3 +95,31 @@ def notebook_scale() -> str:
     if scale not in NOTEBOOK_SCALES:
         raise ValueError(f"{SCALE_VARIABLE}={scale!r}; choose one of {list(NOTEBOOK_SCALES)}")
     return scale
+
+
+# What one iteration of each attack is, and the published model its budget's options apply to.
+STEP_NAMES = {"dlg": ("L-BFGS steps", "sigmoid LeNet"), "gs": ("signed-Adam steps", "ConvNet")}
+
+
+def _attack_cell(attack: str, budget: AttackBudget) -> str:
+    steps, model = STEP_NAMES.get(attack, ("iterations", "model"))
+    options = "".join(f" {k} {v}" for k, v in budget.model_options.items())
+    return f"{budget.iterations:,} {steps}{', ' + model + options if options else ''}"
+
+
+def _examples(count: int | None) -> str:
+    return "all" if count is None else f"{count:,}"
+
+
+def scale_table() -> str:
+    """The budgets of every scale as a Markdown table (the introduction prints it; a test checks
+    that the printed one is this one)."""
+    attacks = sorted({a for scale in SCALES.values() for a in scale.attacks})
+    header = ["scale", "for", *(a.upper() for a in attacks), "FedAvg training / test examples"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for scale in SCALES.values():
+        cells = [_attack_cell(a, scale.attacks[a]) if a in scale.attacks else "–" for a in attacks]
+        fedavg = f"{_examples(scale.fedavg.train_examples)} / {_examples(scale.fedavg.test_examples)}"
+        lines.append("| " + " | ".join([f"`{scale.name}`", scale.purpose, *cells, fedavg]) + " |")
+    return "\n".join(lines)
+

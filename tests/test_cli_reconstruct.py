@@ -153,6 +153,16 @@ def test_cli_flags_reach_the_run(tmp_path):
     assert metrics["attack_config"]["adaptive"] and metrics["attack_config"]["max_iterations"] == 2
 
 
+def test_cli_attacker_sets_its_battery_options(tmp_path):
+    from soteria_lib.reconstruct import build_parser, setup_from
+
+    setup = setup_from(build_parser().parse_args(["--attacker=closed-form", "--max_iterations=3"]))
+    assert setup.attack_options["adaptive"] and setup.attack_options["representation_prior"] > 0
+    assert setup.attack_options["max_iterations"] == 3
+    assert setup_from(build_parser().parse_args(["--attacker=layer-dropping"])).attack_options == {
+        "drop_defended_layer": True}
+
+
 
 
 @pytest.mark.parametrize("args, needle", [

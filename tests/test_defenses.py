@@ -230,3 +230,32 @@ def test_defenses_refuse_non_finite_gradients(name, params, bad):
     gradients[0][0, 0, 0, 0] = bad
     with pytest.raises(FloatingPointError, match="NaN or infinite"):
         get_defense(name, **params)(model, x, y, tuple(gradients))
+
+
+def test_soteria_reuses_its_norms_only_for_the_same_model_and_image(monkeypatch):
+    """The sweep runs every rate and attacker on one model and image one after another: the
+    Jacobian norms are computed once for them, and again as soon as a weight or a pixel changes."""
+    from soteria_lib.defenses import soteria as module
+
+    calls = []
+    original = module._sample_norms
+    monkeypatch.setattr(module, "_sample_norms", lambda *args: calls.append(1) or original(*args))
+    torch.manual_seed(0)
+    model = get_model("lenet", (1, 28, 28)).eval()
+    x = torch.rand(1, 1, 28, 28)
+    soteria_scores(model, x)
+    soteria_scores(model, x)
+    assert len(calls) == 2  # off by default: timing code measures the computation
+    calls.clear()
+    monkeypatch.setattr(module, "_RECENT_SIZE", 0)  # both restored after the test
+    monkeypatch.setattr(module, "_RECENT", OrderedDict())
+    module.keep_recent_norms(4)
+    first = soteria_scores(model, x)
+    again = soteria_scores(model, x.clone())
+    assert torch.equal(first, again) and len(calls) == 1
+    with torch.no_grad():
+        next(model.parameters())[0, 0, 0, 0] += 1e-3
+    assert not torch.equal(soteria_scores(model, x), first) and len(calls) == 2
+    x[0, 0, 0, 0] += 1e-3
+    soteria_scores(model, x)
+    assert len(calls) == 3

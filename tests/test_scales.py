@@ -44,3 +44,15 @@ def test_the_reference_scale_runs_the_models_that_reconstruct(monkeypatch):
     monkeypatch.setenv("SOTERIA_SCALE", "reference")  # the notebooks budget teaching and paper only
     with pytest.raises(ValueError, match="choose one of \\['teaching', 'paper'\\]"):
         notebook_scale()
+
+
+def test_the_introduction_prints_the_library_table():
+    """The introduction's table of scales is the library's: change a budget, and this fails until
+    the table is printed again (``python -c "from soteria_lib.scales import scale_table; print(scale_table())"``)."""
+    from pathlib import Path
+
+    from soteria_lib.scales import scale_table
+
+    intro = (Path(__file__).resolve().parents[1] / "book" / "intro.md").read_text()
+    assert scale_table() in intro
+    assert "| `reference` |" in scale_table() and "24,000 signed-Adam steps, ConvNet width 64" in scale_table()

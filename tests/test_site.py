@@ -18,7 +18,8 @@ browser is ever downloaded (``playwright install`` is not needed). Every page mu
 
 and pages with sliders (chapters 04 and 05 must have one) must react to the keyboard: focusing
 a frame slider's handle and pressing ArrowRight shows a different frame, ArrowLeft the first
-one again. A full-page screenshot of every page goes to ``_build/screenshots/``.
+one again; every chapter's exercises have solutions that stay hidden until clicked open. A
+full-page screenshot of every page goes to ``_build/screenshots/``.
 
 Without a built site or without Chromium these tests skip, saying why; with
 ``SOTERIA_SITE_REQUIRED=1`` (set by ``.ci/run``) they fail instead.
@@ -160,10 +161,23 @@ def test_page(page_path, site_url, browser):
             assert frame_sliders.count() > 0, f"{page_path} should have a pruning-rate frame slider"
         for i in range(frame_sliders.count()):
             _check_arrow_keys(page, frame_sliders.nth(i))
+        _check_solutions(page, page_path)
         page.wait_for_load_state("networkidle")
         log.check()
     finally:
         context.close()
+
+
+def _check_solutions(page, page_path: str) -> None:
+    """Every chapter's exercises have solutions, hidden until the reader opens them."""
+    solutions = page.locator(".solution.dropdown")
+    if page_path.startswith("notebooks/"):
+        assert solutions.count() >= 3, "the chapter's exercises should have collapsible solutions"
+    for i in range(solutions.count()):
+        content = solutions.nth(i).locator("section").first
+        assert not content.is_visible(), "a solution is shown before the reader opens it"
+        solutions.nth(i).locator(".admonition-title").click()
+        content.wait_for(state="visible", timeout=5000)
 
 
 def _wait_for_widgets(page) -> None:

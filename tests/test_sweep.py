@@ -6,33 +6,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from soteria_lib import experiments
 from soteria_lib.defenses import DefenseSetting
 from soteria_lib.sweep import runner
 from soteria_lib.sweep.grid import FedAvgSpec, GridError, load_grid
 from soteria_lib.quantiles import quantile
-from soteria_lib.sweep.results import COLUMNS, append_row, prepare, read_rows, spec_from_row
-from soteria_lib.sweep.summary import summarize
+from soteria_lib.sweep.results import read_rows, spec_from_row
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "results" / "teaching.csv"
 
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def _row(**values) -> dict:
-    """A complete results row with neutral defaults."""
-    row = {c: "" for c in COLUMNS}
-    row.update(attack="dlg", dataset="mnist", scale="teaching", max_iterations=10, attacker="plain",
-               attack_options="{}", defense="none", pruning_rate=0.0, noise=0.0, target_id=0, seed=0,
-               model="lenet", model_options="{}", model_seed=0, dummy_seed=0, noise_seed=None, label=0,
-               mse=1.0, mse_normalized=1.0, psnr=0.0, ssim=0.0, label_accuracy=1.0, matching_loss=0.0,
-               iterations=10, diverged=False, seconds=1.0, cpu_seconds=1.0, attack_seconds=1.0, device="cpu",
-               version="0", commit="x", finished_at="t")
-    row.update(values)
-    return row
 
 
 def _fedavg_cell(root: Path, dataset: str, setting: DefenseSetting, accuracy: float) -> None:
@@ -42,51 +28,64 @@ def _fedavg_cell(root: Path, dataset: str, setting: DefenseSetting, accuracy: fl
                                                             "final_accuracy": accuracy}))
 
 
-def test_summary_ratio_uses_the_matched_rows(tmp_path):
-    csv = tmp_path / "hand.csv"
-    prepare(csv)
-    cells = {  # (defense, value) -> MSEs of three runs; medians 1, 1, 4, 0.2, 0.5, 0.3
-        ("none", 0.0): [1.0, 1.0, 1.0], ("soteria", 20.0): [0.5, 1.0, 2.0], ("soteria", 40.0): [3.0, 4.0, 5.0],
-        ("prune", 20.0): [0.1, 0.2, 0.3], ("prune", 40.0): [0.4, 0.5, 10.0], ("dp-gaussian", 0.01): [0.3] * 3,
-    }
-    for (defense, value), mses in cells.items():
-        for image, mse in enumerate(mses):
-            fields = {"noise": value} if defense == "dp-gaussian" else {"pruning_rate": value}
-            for extra in ({}, {"max_iterations": 99, "mse": 1e6}, {"attack": "gs", "mse": 1e6}):  # decoys
-                append_row(csv, _row(defense=defense, target_id=image, **fields,
-                                     **{"mse": mse, "mse_normalized": 10 * mse, "diverged": mse > 1, **extra}))
-    fedavg = tmp_path / "fedavg"
-    accuracies = {("none", 0.0): 0.92, ("soteria", 20.0): 0.90, ("soteria", 40.0): 0.88,
-                  ("prune", 20.0): 0.89, ("prune", 40.0): 0.87, ("dp-gaussian", 0.01): 0.95}
-    for (defense, value), accuracy in accuracies.items():
-        _fedavg_cell(fedavg, "mnist", DefenseSetting(defense, value), accuracy)
+BATTERY = ('scale = "teaching"\nimages = [0, 1]\nseeds = [0]\n[defenses]\nnone = true\nsoteria = [40]\n'
+           'prune = [40]\ndp-laplace = [0.01]\n')
 
-    groups, _ = summarize(csv, fedavg)
-    group = next(g for g in groups if g.params["attack"] == "dlg" and g.params["max_iterations"] == 10)
-    assert len(groups) == 3 and all(c.runs == 3 for c in group.cells)
-    prune40 = next(c for c in group.cells if c.setting == DefenseSetting("prune", 40.0))
-    assert (prune40.mse.q1, prune40.mse.median, prune40.mse.q3, prune40.diverged) == (0.45, 0.5, 5.25, 1)
-    matches = {m.baseline: m for m in group.matches}
-    # prune 20 % (89 %): only Soteria 20 % (90 %) is at least as accurate -> 1.0 / 0.2
-    assert matches[DefenseSetting("prune", 20.0)].soteria == DefenseSetting("soteria", 20.0)
-    assert matches[DefenseSetting("prune", 20.0)].ratio_mse == pytest.approx(5.0)
-    # prune 40 % (87 %): Soteria 40 % (88 %) is closer than 20 % (90 %) -> 4.0 / 0.5
-    assert matches[DefenseSetting("prune", 40.0)].soteria == DefenseSetting("soteria", 40.0)
-    assert matches[DefenseSetting("prune", 40.0)].ratio_mse == pytest.approx(8.0)
-    assert matches[DefenseSetting("prune", 40.0)].ratio_mse_normalized == pytest.approx(8.0)
-    assert matches[DefenseSetting("prune", 40.0)].ratio_capped == pytest.approx(1.0 / 0.5)  # 4 counts as 1
-    # Gaussian noise (95 %): no Soteria setting is as accurate -> no ratio
-    assert matches[DefenseSetting("dp-gaussian", 0.01)].soteria is None
-    assert matches[DefenseSetting("dp-gaussian", 0.01)].ratio_mse is None
 
-    out = tmp_path / "report" / "summary.md"
-    assert experiments.main(["summarize", str(csv), "--fedavg", str(fedavg), "--output", str(out)]) == 0
-    data = json.loads(out.with_suffix(".json").read_text())
-    dlg = next(g for g in data["groups"] if g["attack"] == "dlg" and g["max_iterations"] == 10)
-    assert [m["ratio_mse"] for m in dlg["matched"]] == [pytest.approx(5.0), pytest.approx(8.0), None]
-    assert "| DLG | MNIST | 20 % | 89.00 % | 20 % | 90.00 % | 0.2 | 1 | **5** |" in out.read_text()
-    for name in ("summary_mse_vs_rate.png", "summary_mse_vs_accuracy.png"):
-        assert (out.parent / name).read_bytes().startswith(b"\x89PNG")
+def _attackers(grid) -> dict:
+    found = {}
+    for spec in grid.reconstructions:
+        found.setdefault(spec.attacker, set()).add(spec.setting.defense)
+    return found
+
+
+def test_each_attacker_faces_the_defenses_it_applies_to(tmp_path):
+    grid = load_grid(_write(tmp_path / "b.toml", BATTERY + '[attacks.dlg]\ndatasets = ["mnist"]\n'
+                            'attackers = ["plain", "mask-aware", "layer-dropping", "closed-form"]\n'))
+    assert _attackers(grid) == {"plain": {"none", "soteria", "prune", "dp-laplace"}, "mask-aware": {"soteria", "prune"},
+                                "layer-dropping": {"soteria"}, "closed-form": {"soteria", "prune", "dp-laplace"}}
+    spec = next(s for s in grid.reconstructions if s.attacker == "closed-form")
+    options = spec.setup().attack_options
+    assert options["adaptive"] and options["representation_prior"] > 0 and "closed-form" in spec.describe()
+    table = load_grid(_write(tmp_path / "t.toml", BATTERY + '[attacks.gs]\ndatasets = ["mnist"]\n'
+                             'attackers = {plain = true, closed-form = ["soteria"]}\n'))
+    assert _attackers(table) == {"plain": {"none", "soteria", "prune", "dp-laplace"}, "closed-form": {"soteria"}}
+
+
+def test_blocks_replace_defenses_images_and_seeds(tmp_path):
+    grid = load_grid(_write(tmp_path / "b.toml", BATTERY + '[attacks.dlg]\ndatasets = ["mnist"]\n'
+                            '[attacks.more]\nattack = "dlg"\ndatasets = ["mnist"]\nseeds = [5]\nimages = [3]\n'
+                            'defenses = {soteria = [70]}\nattackers = ["mask-aware"]\n'))
+    extra = [s for s in grid.reconstructions if s.seed == 5]
+    assert [(s.attack, s.setting.label(), s.target_id, s.attacker) for s in extra] == [("dlg", "soteria 70%", 3,
+                                                                                         "mask-aware")]
+    assert len(grid.reconstructions) == 4 * 2 + 1
+    with pytest.raises(GridError, match="two blocks list the same run"):
+        load_grid(_write(tmp_path / "dup.toml", BATTERY + '[attacks.dlg]\ndatasets = ["mnist"]\n'
+                         '[attacks.again]\nattack = "dlg"\ndatasets = ["mnist"]\ndefenses = {none = true}\n'))
+
+
+def test_fedavg_seeds_get_their_own_folders(tmp_path):
+    grid = load_grid(_write(tmp_path / "f.toml", BATTERY + '[attacks.dlg]\ndatasets = ["mnist"]\n[fedavg]\n'
+                            f'datasets = ["mnist"]\nseeds = [0, 2]\ndefenses = {{none = true}}\n'
+                            f'output = "{tmp_path / "fa"}"\n'))
+    assert [(s.folder().name, s.experiment().training.seed) for s in grid.fedavg] == [
+        ("mnist_none_none", 0), ("mnist_none_none_seed2", 2)]
+
+
+@pytest.mark.parametrize("attacks, needle", [
+    ('attackers = ["sneaky"]', "unknown name 'sneaky'"),
+    ('attackers = {sneaky = true}', "unknown attacker 'sneaky'"),
+    ('attackers = {layer-dropping = ["prune"]}', "unknown name 'prune'"),
+    ('attackers = []', "the list is empty"),
+    ('attack_options = {adaptive = true}', "'adaptive' belongs to an attacker"),
+    ('attack = "xyz"', "unknown attack 'xyz'"),
+    ('defenses = {magic = [1]}', "attacks.dlg.defenses: unknown defense 'magic'"),
+    ('seeds = [-1]', "attacks.dlg.seeds"),
+])
+def test_bad_battery_grids(tmp_path, attacks, needle):
+    with pytest.raises(GridError, match=needle):
+        load_grid(_write(tmp_path / "bad.toml", BATTERY + f'[attacks.dlg]\ndatasets = ["mnist"]\n{attacks}\n'))
 
 
 def test_fedavg_cell_is_skipped_only_for_its_own_config(tmp_path):
@@ -180,5 +179,16 @@ def test_shipped_grids_load():
         per_cell.setdefault(key, set()).add((spec.target_id, spec.seed))
     assert all(len({i for i, _ in v}) >= 10 and len({s for _, s in v}) >= 3 for v in per_cell.values())
     assert {(a, d) for a, d, _ in per_cell} == {(a, d) for a in ("dlg", "gs") for d in ("mnist", "cifar10")}
+    reference = load_grid(ROOT / "experiments" / "reference.toml")
+    headline = {}
+    for spec in reference.reconstructions:
+        headline.setdefault((spec.attack, spec.dataset, spec.setting, spec.attacker), set()).add((spec.target_id,
+                                                                                                 spec.seed))
+    assert all(len(runs) >= 10 for runs in headline.values())
+    seeds = {}
+    for spec in reference.fedavg:
+        seeds.setdefault((spec.dataset, spec.setting), set()).add(spec.seed)
+    assert {d for d, _ in seeds} == {"mnist", "cifar10"} and all(len(s) >= 3 for s in seeds.values())
+    assert {s for _, s in seeds} == {s.setting for s in reference.reconstructions}
     paper = load_grid(ROOT / "experiments" / "paper.toml")
     assert {s.scale for s in paper.reconstructions} == {"paper"}

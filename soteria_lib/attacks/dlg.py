@@ -29,7 +29,7 @@ from .result import BestSoFar, Reconstruction, stop_reason
 
 
 def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
-    """mean_b sum_c -t_bc log softmax(logits)_bc; equals F.cross_entropy for one-hot targets."""
+    """mean_n sum_c -t_nc log softmax(logits)_nc; equals F.cross_entropy for one-hot targets."""
     return torch.mean(torch.sum(-soft_targets * F.log_softmax(logits, dim=-1), dim=-1))
 
 

@@ -2,9 +2,9 @@
 
 Let ``r = f(x)`` be the input of the defended linear layer ``z = W r + b`` (by default the
 model's last ``nn.Linear``, or the one named by its module path). For every feature ``i`` and
-sample ``b`` of the private batch
+sample ``n`` of the private batch
 
-    s_{b,i} = || d r_{b,i} / d x_b ||_2 / (|r_{b,i}| + epsilon),      S_i = sum_b s_{b,i},   (1)
+    s_{n,i} = || d r_{n,i} / d x_n ||_2 / (|r_{n,i}| + epsilon),      S_i = sum_n s_{n,i},   (1)
 
 the reciprocal of the first-order input distance ``|r_i| / ||dr_i/dx||`` needed to erase
 feature ``i``. With ``tau = percentile(S, p)`` (NumPy's linear rule, ``p`` in percent), feature
@@ -140,7 +140,7 @@ def feature_jacobian_norms(model: nn.Module, inputs: torch.Tensor, linear: nn.Li
     cotangents) or ``auto`` (:func:`plan_chunk`). All three give the published loop's norms, up
     to float rounding. Each sample has its own Jacobian; samples need not be independent.
     """
-    key = _digest(model, linear, inputs, method)
+    key = _digest(model, linear, inputs, method) if _RECENT_SIZE else None
     if key in _RECENT:
         _RECENT.move_to_end(key)
         return tuple(t.clone() for t in _RECENT[key])
@@ -149,16 +149,27 @@ def feature_jacobian_norms(model: nn.Module, inputs: torch.Tensor, linear: nn.Li
         chunk = plan_chunk(model, run, inputs[:1].detach(), method)
         pairs = [_sample_norms(run, inputs[b:b + 1].detach(), chunk) for b in range(len(inputs))]
     result = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-    _RECENT[key] = tuple(t.clone() for t in result)
-    while len(_RECENT) > RECENT_SIZE:
-        _RECENT.popitem(last=False)
+    if key is not None:
+        _RECENT[key] = tuple(t.clone() for t in result)
+        while len(_RECENT) > _RECENT_SIZE:
+            _RECENT.popitem(last=False)
     return result
 
 
-# The last few Jacobian norms, by the exact bytes of model, layer, inputs and method: the runs of a
-# sweep that share a model and an image (other pruning rates, other attackers) reuse them.
-RECENT_SIZE = 4
+# Off by default. A sweep runs every rate and attacker on one model and image one after another;
+# with keep_recent_norms(k) the last k results are kept, keyed by the exact bytes of model, layer,
+# inputs and method, and reused (timing code would otherwise measure the reuse).
+_RECENT_SIZE = 0
 _RECENT: OrderedDict = OrderedDict()
+
+
+def keep_recent_norms(size: int) -> None:
+    """Keep the Jacobian norms of the last ``size`` (model, inputs) pairs for reuse (0: none)."""
+    global _RECENT_SIZE
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"size must be an integer >= 0, got {size!r}")
+    _RECENT_SIZE = size
+    _RECENT.clear()
 
 
 def _digest(model: nn.Module, linear: nn.Linear, inputs: torch.Tensor, method: str) -> bytes:
@@ -174,7 +185,7 @@ def _digest(model: nn.Module, linear: nn.Linear, inputs: torch.Tensor, method: s
 
 def soteria_scores(model: nn.Module, inputs: torch.Tensor, layer: str | None = None,
                    epsilon: float | None = None, method: str = "auto") -> torch.Tensor:
-    """``S_i = sum_b ||dr_{b,i}/dx_b|| / (|r_{b,i}| + epsilon)``, equation (1), shape (l,)."""
+    """``S_i = sum_n ||dr_{n,i}/dx_n|| / (|r_{n,i}| + epsilon)``, equation (1), shape (l,)."""
     _, linear = select_linear(model, layer)
     eps = default_epsilon(model) if epsilon is None else float(epsilon)
     r, norms = feature_jacobian_norms(model, inputs, linear, method)
@@ -186,7 +197,7 @@ def soteria_scores(model: nn.Module, inputs: torch.Tensor, layer: str | None = N
 
 
 def feature_scores(r: torch.Tensor, norms: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """Each sample's term ``s_{b,i} = ||dr_{b,i}/dx_b|| / (|r_{b,i}| + epsilon)`` of equation (1),
+    """Each sample's term ``s_{n,i} = ||dr_{n,i}/dx_n|| / (|r_{n,i}| + epsilon)`` of equation (1),
     from the representation ``r`` and its Jacobian row norms ``norms`` (same shape): 0 where both
     vanish (a dead feature), ``inf`` where only ``r`` does and ``epsilon`` is 0."""
     zero = (r == 0) & (norms == 0)

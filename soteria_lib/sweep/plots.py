@@ -1,6 +1,7 @@
 """The book's two sweep figures, one panel per experiment: MSE against pruning rate (Soteria and
-gradient pruning, median with interquartile band, the undefended median as a dashed line), and
-MSE against FedAvg accuracy (every defense setting that has an accuracy). Chapter 5 shows them;
+gradient pruning, median with its 95 % band for the plain attacker, the worst case dashed, the
+undefended median dotted), and MSE against FedAvg accuracy (every defense setting that has an
+accuracy, with both intervals). Chapter 5 shows them;
 colours, markers and titles come from the defenses' registrations."""
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ..defenses import DEFENSES
 from ..files import write_atomic
 from ..metrics import DIVERGED_MSE
 from .report import title
-from .summary import Group
+from .summary import WORST, Group
 
 
 def _finite(values) -> bool:
@@ -30,66 +31,79 @@ def _panels(count: int) -> tuple[Figure, list]:
     return fig, axes[:count]
 
 
+def _plain_cells(group: Group, defense: str, metric: str, attacker: str = "plain") -> list:
+    cells = [group.cell(s, attacker) for s in group.settings if s.defense == defense and s.parameter == "pruning_rate"]
+    return [c for c in cells if c is not None and _finite([getattr(c, metric).value])]
+
+
 def mse_against_rate(groups: list[Group], metric: str = "mse") -> Figure:
+    """Median against pruning rate for the plain attacker (band: 95 % interval) and, dashed, the worst case."""
     fig, axes = _panels(len(groups))
     for ax, group in zip(axes, groups):
         ax.set_yscale("log")  # before plotting: a panel of equal values then autoscales without warnings
         for info in sorted(DEFENSES.values(), key=lambda i: i.order):
-            cells = [c for c in group.cells if c.setting.defense == info.name and c.setting.parameter == "pruning_rate"
-                     and _finite([getattr(c, metric).median])]
+            colour, marker = info.style
+            cells = _plain_cells(group, info.name, metric)
             if not cells:
                 continue
-            colour, marker = info.style
-            rates = [c.setting.value for c in cells]
-            ax.plot(rates, [getattr(c, metric).median for c in cells], marker=marker, color=colour, label=info.title)
-            band = [c for c in cells if _finite([getattr(c, metric).q1, getattr(c, metric).q3])]
-            ax.fill_between([c.setting.value for c in band], [getattr(c, metric).q1 for c in band],
-                            [getattr(c, metric).q3 for c in band], color=colour, alpha=0.15, linewidth=0)
-        for cell in group.cells:
-            if cell.setting.defense == "none" and _finite([getattr(cell, metric).median]):
-                ax.axhline(getattr(cell, metric).median, color="black", linestyle="--", linewidth=1,
-                           label="no defense")
+            ax.plot([c.setting.value for c in cells], [getattr(c, metric).value for c in cells], marker=marker,
+                    color=colour, label=info.title)
+            band = [c for c in cells if _finite([getattr(c, metric).low, getattr(c, metric).high])]
+            ax.fill_between([c.setting.value for c in band], [getattr(c, metric).low for c in band],
+                            [getattr(c, metric).high for c in band], color=colour, alpha=0.15, linewidth=0)
+            worst = _plain_cells(group, info.name, metric, WORST)
+            if worst:
+                ax.plot([c.setting.value for c in worst], [getattr(c, metric).value for c in worst], marker=marker,
+                        color=colour, linestyle="--", fillstyle="none", label=f"{info.title}, {WORST}")
+        for setting in group.settings:
+            cell = group.cell(setting)
+            if setting.defense == "none" and cell is not None and _finite([getattr(cell, metric).value]):
+                ax.axhline(getattr(cell, metric).value, color="black", linestyle=":", linewidth=1, label="no defense")
         if metric == "mse" and ax.get_ylim()[1] > DIVERGED_MSE:
             ax.axhline(DIVERGED_MSE, color="grey", linestyle=":", linewidth=1, label="diverged above")
         ax.set_xlabel("pruning rate (%)")
         ax.set_ylabel(f"median {metric}")
         ax.set_title(title(group, short=True), fontsize=10)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     return fig
 
 
-def mse_against_accuracy(groups: list[Group], metric: str = "mse") -> Figure:
+def mse_against_accuracy(groups: list[Group], accuracies: dict, metric: str = "mse") -> Figure:
+    """Median MSE (plain attacker) against mean FedAvg accuracy, both with their 95 % intervals."""
     fig, axes = _panels(len(groups))
     for ax, group in zip(axes, groups):
         ax.set_yscale("log")
         shown = set()
-        for cell in group.cells:
-            value = getattr(cell, metric).median
-            if cell.accuracy is None or not _finite([value]):
+        for setting in group.settings:
+            cell, accuracy = group.cell(setting), group.accuracy(accuracies, setting)
+            if cell is None or accuracy is None or not _finite([getattr(cell, metric).value]):
                 continue
-            colour, marker = cell.setting.info.style
-            label = None if cell.setting.defense in shown else cell.setting.defense
-            shown.add(cell.setting.defense)
-            ax.scatter(100 * cell.accuracy, value, color=colour, marker=marker, label=label)
-            ax.annotate(f"{cell.setting.value:g}" if cell.setting.parameter else "", (100 * cell.accuracy, value),
+            value, mean = getattr(cell, metric), accuracy.mean
+            colour, marker = setting.info.style
+            label = None if setting.defense in shown else setting.info.title
+            shown.add(setting.defense)
+            xerr = None if mean.low is None else [[100 * (mean.value - mean.low)], [100 * (mean.high - mean.value)]]
+            yerr = (None if not _finite([value.low, value.high]) else
+                    [[value.value - value.low], [value.high - value.value]])
+            ax.errorbar(100 * mean.value, value.value, xerr=xerr, yerr=yerr, color=colour, marker=marker,
+                        label=label, capsize=2, linewidth=0.8)
+            ax.annotate(f"{setting.value:g}" if setting.parameter else "", (100 * mean.value, value.value),
                         fontsize=8, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(f"FedAvg test accuracy (%), {group.accuracy_dataset or 'none'}")
-        ax.set_ylabel(f"median {metric}")
+        ax.set_ylabel(f"median {metric}, plain attacker")
         ax.set_title(title(group, short=True), fontsize=10)
         if shown:
             ax.legend(fontsize=8)
     return fig
 
 
-FIGURES = {"mse_vs_rate": mse_against_rate, "mse_vs_accuracy": mse_against_accuracy}
-
-
-def save_figures(groups: list[Group], summary_path: Path) -> list[Path]:
-    """Write every figure as ``<summary stem>_<name>.png`` beside the summary; returns the paths."""
+def save_figures(groups: list[Group], accuracies: dict, summary_path: Path) -> list[Path]:
+    """Write both figures as ``<summary stem>_mse_vs_rate.png`` and ``_mse_vs_accuracy.png``
+    beside the summary; returns the paths."""
+    figures = {"mse_vs_rate": mse_against_rate(groups), "mse_vs_accuracy": mse_against_accuracy(groups, accuracies)}
     paths = []
-    for name, draw in FIGURES.items():
+    for name, figure in figures.items():
         path = summary_path.with_name(f"{summary_path.stem}_{name}.png")
-        figure = draw(groups)
         write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
         paths.append(path)
     return paths

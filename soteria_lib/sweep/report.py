@@ -1,12 +1,13 @@
-"""The summary as Markdown: headline ratios, accuracies used, one table per experiment, the paper
-(``results/summary.md``, read by chapter 5)."""
+"""The summary as Markdown (``results/<name>_summary.md``, read by chapter 5): the verdict, the
+accuracies it rests on, one table per experiment with every attacker of the battery, the paper's
+figure beside ours, what is still missing, and the cost."""
 from __future__ import annotations
 
 import math
 
-from ..defenses import DefenseSetting
 from ..metrics import DIVERGED_MSE
-from .summary import CAPPED_RULE, CONVENTIONS, MATCHING_RULE, PUBLISHED_GS_CIFAR10, Group, fedavg_records
+from .statistics import INTERVAL_RULE, MATCHING_RULE, Estimate
+from .summary import CAPPED_RULE, CONVENTIONS, PUBLISHED_GS_CIFAR10, VIEWS, WORST, Group
 
 DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 
@@ -19,8 +20,21 @@ def fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def percent(value) -> str:
-    return "–" if value is None else f"{100 * value:.2f} %"
+def interval(estimate: Estimate | None, digits: int = 3) -> str:
+    """``value [low, high]``; the value alone where there is no interval."""
+    if estimate is None:
+        return "–"
+    if estimate.low is None:
+        return fmt(estimate.value, digits)
+    return f"{fmt(estimate.value, digits)} [{fmt(estimate.low, digits)}, {fmt(estimate.high, digits)}]"
+
+
+def percent_interval(estimate: Estimate | None) -> str:
+    if estimate is None:
+        return "–"
+    scaled = Estimate(100 * estimate.value, None if estimate.low is None else 100 * estimate.low,
+                      None if estimate.high is None else 100 * estimate.high, estimate.n)
+    return interval(scaled, 3) + " %"
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -28,14 +42,16 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def dataset_name(name: str) -> str:
+    return DATASET_NAMES.get(name, name)
+
+
 def title(group: Group, short: bool = False) -> str:
     """The experiment's name; ``short`` (figure panels) leaves out the scale and attack options."""
     p = group.params
     options = "" if p["attack_options"] == "{}" or short else f", options {p['attack_options']}"
-    attacker = "" if p["attacker"] == "plain" else f", {p['attacker']} attacker"
     scale = "" if short else f"{p['scale']} scale, "
-    return (f"{p['attack'].upper()} on {DATASET_NAMES.get(p['dataset'], p['dataset'])} "
-            f"({scale}{p['max_iterations']} iterations{attacker}{options})")
+    return f"{p['attack'].upper()} on {dataset_name(p['dataset'])} ({scale}{p['max_iterations']} iterations{options})"
 
 
 def accuracy_note(group: Group) -> str:
@@ -43,85 +59,109 @@ def accuracy_note(group: Group) -> str:
     if source is None:
         return "No FedAvg cells: no accuracies, no matched ratios."
     if source != group.params["dataset"]:
-        return (f"Accuracies from the {DATASET_NAMES.get(source, source)} FedAvg cells: this dataset has "
-                "none, so the matching assumes the same accuracy ordering of the defense settings.")
-    return f"Accuracies from the {DATASET_NAMES.get(source, source)} FedAvg cells."
+        return (f"Accuracies from the {dataset_name(source)} FedAvg cells: this dataset has none, so the "
+                "matching assumes the same accuracy ordering of the defense settings.")
+    return f"Accuracies from the {dataset_name(source)} FedAvg cells."
 
 
-def headline(groups: list[Group]) -> list[str]:
+def verdict(groups: list[Group]) -> list[str]:
+    """One row per experiment and baseline: the matched Soteria setting and the ratio of median
+    MSEs (Soteria over baseline; above 1, Soteria leaks less) for the plain attacker and the worst case."""
     rows = []
     for g in groups:
-        for m in g.matches:
-            if m.baseline.defense != "prune":
-                continue
-            cells = {c.setting: c for c in g.cells}
-            soteria = cells.get(m.soteria)
-            rows.append([g.params["attack"].upper(), DATASET_NAMES.get(g.params["dataset"], g.params["dataset"]),
-                         f"{m.baseline.value:g} %", percent(m.baseline_accuracy),
-                         "–" if m.soteria is None else f"{m.soteria.value:g} %", percent(m.soteria_accuracy),
-                         fmt(cells[m.baseline].mse.median), fmt(soteria and soteria.mse.median),
-                         f"**{fmt(m.ratio_mse)}**", fmt(m.ratio_capped), fmt(m.ratio_mse_normalized)])
-    return table(["attack", "dataset", "pruning rate", "its accuracy", "matched Soteria rate", "its accuracy",
-                  "median MSE, pruning", "median MSE, Soteria", "ratio (mse)", "ratio, MSE capped at 1",
-                  "ratio (mse_normalized)"], rows)
+        for c in g.comparisons:
+            cells = [f"{c.baseline.label()} ({percent_interval(c.baseline_accuracy)})",
+                     "none matches" if c.soteria is None else
+                     f"{c.soteria.label()} ({percent_interval(c.soteria_accuracy)})"]
+            for view in VIEWS:
+                ratio = c.ratios.get(view)
+                cells += [interval(ratio) if view in c.ratios else "not run", c.verdict(view) if view in c.ratios else ""]
+            rows.append([g.params["attack"].upper(), dataset_name(g.params["dataset"]), *cells])
+    return table(["attack", "dataset", "baseline (accuracy)", "matched Soteria (accuracy)",
+                  "MSE ratio, plain attacker", "plain: verdict", "MSE ratio, worst case", "worst case: verdict"], rows)
 
 
-def group_section(group: Group) -> list[str]:
-    lines = [f"### {title(group)}", "", accuracy_note(group), ""]
-    lines += table(
-        ["defense", "runs", "diverged", "median mse", "IQR mse", "median mse_normalized", "IQR mse_normalized",
-         "median PSNR (dB)", "median SSIM", "label accuracy", "FedAvg accuracy"],
-        [[c.setting.label(), str(c.runs), str(c.diverged), fmt(c.mse.median), f"{fmt(c.mse.q1)} – {fmt(c.mse.q3)}",
-          fmt(c.mse_normalized.median), f"{fmt(c.mse_normalized.q1)} – {fmt(c.mse_normalized.q3)}",
-          fmt(c.psnr_median), fmt(c.ssim_median), fmt(c.label_accuracy, 2), percent(c.accuracy)]
-         for c in group.cells])
-    if group.matches:
-        lines += ["", "Soteria at matched accuracy:", ""]
-        lines += table(["baseline", "its accuracy", "matched Soteria", "its accuracy", "ratio (mse)",
-                        "ratio, capped", "ratio (mse_normalized)"],
-                       [[m.baseline.label(), percent(m.baseline_accuracy),
-                         "none at least as accurate" if m.soteria is None else m.soteria.label(),
-                         percent(m.soteria_accuracy), fmt(m.ratio_mse), fmt(m.ratio_capped),
-                         fmt(m.ratio_mse_normalized)]
-                        for m in group.matches])
+def accuracy_section(accuracies: dict) -> list[str]:
+    ordered = sorted(accuracies.values(), key=lambda a: (a.dataset, a.setting.sort_key()))
+    return table(["dataset", "defense", "test accuracy, mean [95 % CI]", "seeds", "per seed", "model", "scale",
+                  "test examples", "rounds"],
+                 [[dataset_name(a.dataset), a.setting.label(), percent_interval(a.mean), str(len(a.seeds)),
+                   ", ".join(f"{100 * v:.2f}" for v in a.values), str(a.model), str(a.scale), str(a.test_examples),
+                   str(a.rounds)] for a in ordered])
+
+
+def _cell_text(group: Group, setting, attacker: str) -> str:
+    cell = group.cell(setting, attacker)
+    if cell is None:
+        return ""
+    runs = f"{cell.runs}" if cell.expected in (None, cell.runs) else f"{cell.runs}/{cell.expected}"
+    diverged = f", {cell.diverged} div." if cell.diverged else ""
+    return f"{interval(cell.mse)} (n={runs}{diverged})"
+
+
+def group_section(group: Group, accuracies: dict) -> list[str]:
+    lines = [f"### {title(group)}", "", accuracy_note(group), "",
+             "Median MSE [95 % CI] (runs; diverged) per attacker:", ""]
+    lines += table(["defense", *group.attackers, "median PSNR, plain (dB)", "FedAvg accuracy"],
+                   [[s.label(), *[_cell_text(group, s, a) for a in group.attackers],
+                     fmt(getattr(group.cell(s), "psnr_median", None)),
+                     percent_interval(getattr(group.accuracy(accuracies, s), "mean", None))]
+                    for s in group.settings])
     if group.equal_rate:
-        lines += ["", "Soteria against pruning at the same rate (the published figure's comparison):", ""]
-        lines += table(["rate", "median mse, Soteria", "median mse, pruning", "ratio (mse)", "ratio, capped",
-                        "ratio (mse_normalized)"],
-                       [[f"{e['rate']:g} %", fmt(e["mse_soteria"]), fmt(e["mse_prune"]), fmt(e["ratio_mse"]),
-                         fmt(e["ratio_capped"]), fmt(e["ratio_mse_normalized"])] for e in group.equal_rate])
+        lines += ["", "Soteria against pruning at the same rate, plain attacker (the published figure's comparison):", ""]
+        lines += table(["rate", "median mse, Soteria", "median mse, pruning", "ratio [95 % CI]"],
+                       [[f"{e['rate']:g} %", fmt(e["mse_soteria"]), fmt(e["mse_prune"]),
+                         interval(None if e["ratio"] is None else Estimate(**e["ratio"]))] for e in group.equal_rate])
     return lines + [""]
 
 
 def paper_section(groups: list[Group]) -> list[str]:
-    """Our GS CIFAR-10 medians (normalised MSE) beside the published figure's values."""
+    """Our GS CIFAR-10 medians (normalised MSE, plain attacker) beside the published figure's values."""
     lines = ["## Beside the published figure (GS, CIFAR-10, MSE in normalised space)", "",
              "Published: one image (the authors' demo), untrained ConvNet-64, 24,000 iterations; values read off "
-             "the figure. Ours: the median over the images and seeds of each GS CIFAR-10 experiment below.", ""]
+             "the figure. Ours: the median over the runs of each GS CIFAR-10 experiment below, plain attacker, "
+             "with the worst case beside it.", ""]
     found = False
     for g in groups:
         if g.params["attack"] != "gs" or g.params["dataset"] != "cifar10":
             continue
         found = True
-        medians = {(c.setting.defense, c.setting.value): c.mse_normalized.median for c in g.cells}
-        rates = sorted(set(PUBLISHED_GS_CIFAR10["soteria"]) | {v for d, v in medians if d in ("soteria", "prune")})
-        lines += [f"{title(g)}; undefended median: {fmt(medians.get(('none', 0.0)))} (the figure has none):", ""]
-        lines += table(["rate", "Soteria, paper", "Soteria, ours", "pruning, paper", "pruning, ours"],
-                       [[f"{r:g} %", fmt(PUBLISHED_GS_CIFAR10["soteria"].get(r)), fmt(medians.get(("soteria", r))),
-                         fmt(PUBLISHED_GS_CIFAR10["prune"].get(r)), fmt(medians.get(("prune", r)))] for r in rates])
+        medians = {(s.defense, s.value, a): c.mse_normalized.value for (s, a), c in g.cells.items()}
+        rates = sorted(set(PUBLISHED_GS_CIFAR10["soteria"]) | {v for d, v, _ in medians if d in ("soteria", "prune")})
+        lines += [f"{title(g)}; undefended median: {fmt(medians.get(('none', 0.0, 'plain')))} (the figure has none):",
+                  ""]
+        lines += table(["rate", "Soteria, paper", "Soteria, ours", "Soteria, ours, worst case", "pruning, paper",
+                        "pruning, ours", "pruning, ours, worst case"],
+                       [[f"{r:g} %", fmt(PUBLISHED_GS_CIFAR10["soteria"].get(r)),
+                         fmt(medians.get(("soteria", r, "plain"))), fmt(medians.get(("soteria", r, WORST))),
+                         fmt(PUBLISHED_GS_CIFAR10["prune"].get(r)), fmt(medians.get(("prune", r, "plain"))),
+                         fmt(medians.get(("prune", r, WORST)))] for r in rates])
         lines.append("")
     return lines if found else []
 
 
+def missing_section(missing: list[dict] | None) -> list[str]:
+    if missing is None:
+        return []
+    lines = ["## Completeness", ""]
+    if not missing:
+        return lines + ["Every cell of the grid is complete.", ""]
+    lines += [f"{len(missing)} cells of the grid are not complete yet (the sweep resumes where it stopped); "
+              "their statistics above are provisional:", ""]
+    return lines + table(["attack", "dataset", "setting", "attacker", "runs done", "runs asked"],
+                         [[m["attack"].upper(), dataset_name(m["dataset"]), m["setting"], m["attacker"],
+                           str(m["runs"]), str(m["expected"])] for m in missing]) + [""]
+
+
 def cost_section(groups: list[Group], sessions: list[dict]) -> list[str]:
     """Measured wall time of every sweep session, and the runs' CPU time (their cost on free cores)."""
-    runs = [sum(c.runs for c in g.cells) for g in groups]
+    runs = [sum(c.runs for (_, a), c in g.cells.items() if a != WORST) for g in groups]
     lines = ["## Cost (measured)", ""]
     lines += table(["experiment", "runs", "CPU time", "per run"],
                    [[title(g), str(n), f"{g.cpu_seconds / 60:.1f} min", f"{g.cpu_seconds / n:.2f} s"]
                     for g, n in zip(groups, runs)])
     total = sum(g.cpu_seconds for g in groups)
-    lines += ["", f"All reconstructions: {total / 60:.1f} CPU-minutes, i.e. {total / 120:.1f} minutes of wall time "
+    lines += ["", f"All reconstructions: {total / 3600:.2f} CPU-hours, i.e. {total / 7200:.2f} hours of wall time "
               "on 2 cores of their own (2 workers x 1 thread); FedAvg runs come on top (their `metrics.json` "
               "holds their seconds).", ""]
     if sessions:
@@ -141,30 +181,27 @@ def _first(load) -> str:
 
 
 def render(groups: list[Group], accuracies: dict, csv_path, fedavg_root, sessions: list[dict],
-           plots: list[str]) -> str:
-    runs = sum(c.runs for g in groups for c in g.cells)
-    lines = ["# Reproduction sweep: summary", "",
+           plots: list[str], missing: list[dict] | None = None) -> str:
+    runs = sum(c.runs for g in groups for (_, a), c in g.cells.items() if a != WORST)
+    lines = ["# Sweep summary", "",
              f"From `{csv_path}` ({runs} reconstruction runs) and the FedAvg cells in `{fedavg_root}`. "
              "Written by `python -m soteria_lib.experiments summarize`.", "",
              f"- `mse`: {CONVENTIONS['mse']}.", f"- `mse_normalized`: {CONVENTIONS['mse_normalized']}.",
              f"- Diverged: non-finite MSE, or `mse` > {DIVERGED_MSE:g} (farther from the truth than any two "
-             "images in [0, 1] can be). Medians and IQRs include diverged runs.",
-             f"- Matched accuracy: {MATCHING_RULE}", f"- Capped ratio: {CAPPED_RULE}", "",
-             "## Soteria over pruning at matched accuracy", ""]
-    lines += headline(groups) + [""]
-    lines += ["## FedAvg accuracy used", "",
-              "One training run per setting. The standard error is the test set's binomial one; training "
-              "noise comes on top, so differences of about a point or less do not rank the defenses.", ""]
-    lines += table(["dataset", "defense", "final test accuracy", "standard error", "test examples", "rounds",
-                    "clients", "scale", "model"],
-                   [[r["dataset"], DefenseSetting(r["defense"], r["value"]).label(),
-                     percent(r["final_accuracy"]), percent(r["standard_error"]), str(r["test_examples"]),
-                     str(r["rounds"]), str(r["clients"]), str(r["scale"]), str(r["model"])]
-                    for r in fedavg_records(accuracies)]) + [""]
+             "images in [0, 1] can be). Medians include diverged runs.",
+             f"- Attackers: the battery of `soteria_lib.attacks.battery`; the {WORST} takes, run by run, the "
+             "lowest MSE any attacker reached against that setting.",
+             f"- Matched accuracy: {MATCHING_RULE}", f"- Intervals: {INTERVAL_RULE}", f"- Ratios: {CAPPED_RULE}", "",
+             "## Verdict: Soteria against each baseline at matched accuracy", "",
+             "Ratio of median MSEs, Soteria over the baseline, with its 95 % interval: above 1, Soteria leaks "
+             "less. The verdict reads the interval: it says a side only when the whole interval is on it.", ""]
+    lines += verdict(groups) + [""]
+    lines += ["## FedAvg accuracy", ""] + accuracy_section(accuracies) + [""]
     lines += ["## Per experiment", ""]
     for group in groups:
-        lines += group_section(group)
+        lines += group_section(group, accuracies)
     lines += paper_section(groups)
+    lines += missing_section(missing)
     lines += cost_section(groups, sessions)
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..attacks import attack_info
 from ..data import load_dataset
+from ..defenses.soteria import keep_recent_norms
 from ..federated import read_result, run_experiment
 from ..files import write_json
 from ..pipeline import run_reconstruction
@@ -42,6 +43,7 @@ from .results import RESULTS, ResultsError, Table, prepare, result_row, run_key
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a process receives when its parent dies
+RECENT_NORMS = 4  # Soteria results a worker keeps for the next runs on the same model and image
 
 
 def git_commit() -> str:
@@ -169,6 +171,7 @@ def _init_worker(threads: int, parent: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    keep_recent_norms(RECENT_NORMS)  # runs on one model and image follow each other (plan)
     if parent is None:
         return
     # tqdm's default lock is a named semaphore; a worker stopped by a signal would leak it

@@ -1,46 +1,46 @@
-"""From the results CSV to per-cell statistics and Soteria's MSE ratios at matched accuracy
-(chapter 5's tables).
+"""From the results CSV to per-cell statistics and the verdict: Soteria against each baseline at
+matched accuracy, for the plain attacker and the worst case (chapter 5's tables).
 
-Rows are grouped by experiment (attack, dataset, scale, iteration budget, attacker,
-attack options) and, within one, by defense setting. Each cell reports the median and the
-interquartile range (25th and 75th percentiles, linear interpolation) of both MSE conventions
-over all its runs, diverged ones included (their MSE is large or infinite and sorts last), and
-how many diverged.
+Rows are grouped by experiment (attack, dataset, scale, iteration budget, attack options) and,
+within one, into cells: a defense setting against one attacker of the battery
+(:mod:`soteria_lib.attacks.battery`). Every cell reports the median MSE with its bootstrap
+interval over all its runs, diverged ones included (their MSE is large or infinite and sorts
+last), and how many diverged. The *worst case* of a setting takes, run by run (same image and
+seed), the lowest MSE any attacker reached, over the runs every attacker of that setting has.
 
-Soteria is compared with each baseline at matched accuracy (:data:`MATCHING_RULE`); the
-accuracies come from the FedAvg cells of the same dataset, or MNIST's when a dataset has none
-(the summary then says so).
+Accuracies are FedAvg test accuracies over training seeds, from the cells of the same dataset
+(MNIST's when a dataset has none, and the summary says so). Soteria is compared with each
+baseline setting it matches (:data:`~.statistics.MATCHING_RULE`) by the ratio of median MSEs with
+its interval (:data:`~.statistics.INTERVAL_RULE`).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..attacks.battery import ATTACKERS
 from ..defenses import DefenseSetting
 from ..federated import read_results
-from ..quantiles import quantile
 from ..metrics import DIVERGED_MSE
+from ..quantiles import quantile
+from .grid import Grid, canonical_json
 from .results import read_rows
+from .statistics import INTERVAL_RULE, MATCHING_RULE, Estimate, matches, mean_interval, median_interval, ratio_interval
 
-GROUP_COLUMNS = ("attack", "dataset", "scale", "max_iterations", "attacker", "attack_options")
-METRICS = ("mse", "mse_normalized")
+GROUP_COLUMNS = ("attack", "dataset", "scale", "max_iterations", "attack_options")
+WORST = "worst case"
+VIEWS = ("plain", WORST)  # the attackers the verdict reports
 FALLBACK_ACCURACY_DATASET = "mnist"
 CONVENTIONS = {
     "mse": "mean squared error in [0, 1] pixel space (the headline)",
     "mse_normalized": "the same in the model's input space: the dataset's mean/std space for GS; DLG's "
                       "model reads [0, 1] pixels, so for DLG both columns coincide",
 }
-MATCHING_RULE = (
-    "Each setting's utility is the final test accuracy of its FedAvg cell. For every baseline setting "
-    "(pruning or noise) with accuracy a, the matched Soteria setting is the one whose accuracy is closest "
-    "to a and not lower; among equally close ones, the lowest pruning rate (the mildest). The ratio is "
-    "Soteria's median MSE over the baseline's: above 1, Soteria leaks less at no loss of accuracy. When no "
-    "Soteria setting is at least as accurate, there is no ratio.")
 CAPPED_RULE = (
     "A diverged attack's MSE is unbounded (DLG's dummy is not clamped), so a ratio of two medians above "
-    f"{DIVERGED_MSE:g} compares explosion sizes, not privacy. The capped ratio counts every MSE above "
-    f"{DIVERGED_MSE:g} as {DIVERGED_MSE:g} (no better than an arbitrary image): a conservative lower bound.")
+    f"{DIVERGED_MSE:g} would compare explosion sizes, not privacy. Ratios count every MSE above "
+    f"{DIVERGED_MSE:g} as {DIVERGED_MSE:g} (no better than an arbitrary image): a conservative choice.")
 # Published figure (GS on CIFAR-10, untrained ConvNet-64, one image, MSE in normalised space),
 # read off GS_defense.png in the authors' repository: pruning rate -> MSE.
 PUBLISHED_GS_CIFAR10 = {
@@ -49,116 +49,177 @@ PUBLISHED_GS_CIFAR10 = {
 }
 
 
-@dataclass(frozen=True)
-class Quartiles:
-    q1: float
-    median: float
-    q3: float
-
-
 @dataclass
 class Cell:
+    """One defense setting against one attacker (or :data:`WORST`)."""
+
     setting: DefenseSetting
+    attacker: str
     runs: int
+    expected: int | None  # runs the grid asks for (None: no grid given)
     diverged: int
-    mse: Quartiles
-    mse_normalized: Quartiles
+    mse: Estimate
+    mse_normalized: Estimate
     psnr_median: float
     ssim_median: float
     label_accuracy: float
-    accuracy: float | None  # FedAvg final test accuracy of this setting
+    by_run: dict = field(repr=False)  # (target_id, seed) -> row: what ratios pair
+
+    def record(self) -> dict:
+        return {"defense": self.setting.defense, "value": self.setting.value, "label": self.setting.label(),
+                "attacker": self.attacker, "runs": self.runs, "expected": self.expected,
+                "diverged": self.diverged, "mse": vars(self.mse), "mse_normalized": vars(self.mse_normalized),
+                "psnr_median": self.psnr_median, "ssim_median": self.ssim_median,
+                "label_accuracy": self.label_accuracy}
 
 
 @dataclass
-class Match:
+class Accuracy:
+    """FedAvg test accuracy of one setting over training seeds."""
+
+    dataset: str
+    setting: DefenseSetting
+    values: list[float]
+    seeds: list[int]
+    mean: Estimate
+    model: str | None
+    scale: str | None
+    test_examples: int | None
+    rounds: int | None
+
+    def record(self) -> dict:
+        return {"dataset": self.dataset, "defense": self.setting.defense, "value": self.setting.value,
+                "label": self.setting.label(), "values": self.values, "seeds": self.seeds, "mean": vars(self.mean),
+                "model": self.model, "scale": self.scale, "test_examples": self.test_examples, "rounds": self.rounds}
+
+
+@dataclass
+class Comparison:
+    """Soteria at matched accuracy against one baseline setting: ratio of median MSEs per view."""
+
     baseline: DefenseSetting
-    baseline_accuracy: float
-    soteria: DefenseSetting | None
-    soteria_accuracy: float | None
-    ratio_mse: float | None
-    ratio_capped: float | None
-    ratio_mse_normalized: float | None
+    baseline_accuracy: Estimate
+    soteria: DefenseSetting | None  # None: no Soteria setting matches
+    soteria_accuracy: Estimate | None
+    ratios: dict  # view -> Estimate | None
+
+    def verdict(self, view: str) -> str:
+        """What the interval of the ratio says, in words."""
+        if self.soteria is None:
+            return "no Soteria setting matches"
+        ratio = self.ratios.get(view)
+        if ratio is None:
+            return "no runs to compare"
+        side = ratio.excludes(1.0)
+        return {"above": "Soteria leaks less", "below": "Soteria leaks more"}.get(side, "no difference resolved")
+
+    def record(self) -> dict:
+        return {"baseline": self.baseline.label(), "baseline_defense": self.baseline.defense,
+                "baseline_value": self.baseline.value, "baseline_accuracy": vars(self.baseline_accuracy),
+                "soteria": None if self.soteria is None else self.soteria.label(),
+                "soteria_value": None if self.soteria is None else self.soteria.value,
+                "soteria_accuracy": None if self.soteria_accuracy is None else vars(self.soteria_accuracy),
+                "ratios": {v: None if r is None else vars(r) for v, r in self.ratios.items()},
+                "verdicts": {v: self.verdict(v) for v in self.ratios}}
 
 
 @dataclass
 class Group:
     params: dict
     accuracy_dataset: str | None
-    cells: list[Cell]
-    matches: list[Match]
+    settings: list[DefenseSetting]
+    attackers: list[str]  # in battery order, WORST last when there is more than one attacker
+    cells: dict  # (setting, attacker) -> Cell
+    comparisons: list[Comparison]
     equal_rate: list[dict]
     cpu_seconds: float  # summed over the group's runs: its cost on dedicated cores
 
+    def cell(self, setting: DefenseSetting, attacker: str = "plain") -> Cell | None:
+        return self.cells.get((setting, attacker))
 
-def quartiles(values: list[float]) -> Quartiles:
-    return Quartiles(quantile(values, 0.25), quantile(values, 0.5), quantile(values, 0.75))
-
-
-def capped_ratio(numerator: float, denominator: float) -> float | None:
-    """The ratio of medians with every MSE above the divergence threshold counted as the threshold
-    (the median of capped values is the capped median)."""
-    return ratio(min(numerator, DIVERGED_MSE), min(denominator, DIVERGED_MSE))
+    def accuracy(self, accuracies: dict, setting: DefenseSetting) -> Accuracy | None:
+        return accuracies.get((self.accuracy_dataset, setting))
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    """``numerator / denominator``; None when undefined (both infinite, or 0 / 0)."""
-    if (math.isinf(numerator) and math.isinf(denominator)) or (numerator == 0 and denominator == 0):
-        return None
-    return math.inf if denominator == 0 else numerator / denominator
-
-
-def make_cell(setting: DefenseSetting, rows: list[dict], accuracy: float | None) -> Cell:
-    return Cell(setting, len(rows), sum(r["diverged"] for r in rows),
-                quartiles([r["mse"] for r in rows]), quartiles([r["mse_normalized"] for r in rows]),
+def make_cell(setting: DefenseSetting, attacker: str, rows: list[dict], expected: int | None) -> Cell:
+    return Cell(setting, attacker, len(rows), expected, sum(r["diverged"] for r in rows),
+                median_interval([r["mse"] for r in rows]), median_interval([r["mse_normalized"] for r in rows]),
                 quantile([r["psnr"] for r in rows], 0.5), quantile([r["ssim"] for r in rows], 0.5),
-                sum(r["label_accuracy"] for r in rows) / len(rows), accuracy)
+                sum(r["label_accuracy"] for r in rows) / len(rows),
+                {(r["target_id"], r["seed"]): r for r in rows})
 
 
-def match_soteria(cells: list[Cell]) -> list[Match]:
-    """Every baseline cell with an accuracy, paired with its matched Soteria cell (:data:`MATCHING_RULE`)."""
-    soteria = [c for c in cells if c.setting.defense == "soteria" and c.accuracy is not None]
-    matches = []
-    for base in cells:
-        if base.setting.defense in ("none", "soteria") or base.accuracy is None:
+def worst_case(setting: DefenseSetting, cells: list[Cell]) -> Cell | None:
+    """Run by run, the row of the attacker with the lowest MSE, over the runs all of them have."""
+    shared = set.intersection(*(set(c.by_run) for c in cells))
+    if not shared:
+        return None
+    rows = [min((c.by_run[key] for c in cells), key=lambda r: r["mse"]) for key in sorted(shared)]
+    return make_cell(setting, WORST, rows, None)
+
+
+def paired_ratio(numerator: Cell | None, denominator: Cell | None) -> Estimate | None:
+    """Median-MSE ratio over the runs both cells have (same image and seed)."""
+    if numerator is None or denominator is None:
+        return None
+    shared = sorted(set(numerator.by_run) & set(denominator.by_run))
+    if not shared:
+        return None
+    return ratio_interval([numerator.by_run[k]["mse"] for k in shared], [denominator.by_run[k]["mse"] for k in shared])
+
+
+def compare(group: Group, accuracies: dict) -> list[Comparison]:
+    """Every baseline setting with an accuracy against the strongest Soteria setting that matches it."""
+    def accuracy(setting):
+        return group.accuracy(accuracies, setting)
+
+    soteria = [s for s in group.settings if s.defense == "soteria" and accuracy(s) is not None]
+    comparisons = []
+    for base in group.settings:
+        if base.defense in ("none", "soteria") or accuracy(base) is None:
             continue
-        eligible = [c for c in soteria if c.accuracy >= base.accuracy]
-        best = min(eligible, key=lambda c: (c.accuracy - base.accuracy, c.setting.value), default=None)
-        if best is None:
-            matches.append(Match(base.setting, base.accuracy, None, None, None, None, None))
-            continue
-        matches.append(Match(base.setting, base.accuracy, best.setting, best.accuracy,
-                             ratio(best.mse.median, base.mse.median),
-                             capped_ratio(best.mse.median, base.mse.median),
-                             ratio(best.mse_normalized.median, base.mse_normalized.median)))
-    return matches
+        matched = [s for s in soteria if matches(accuracy(s).values, accuracy(base).values)]
+        best = max(matched, key=lambda s: s.value, default=None)
+        ratios = {view: None if best is None else paired_ratio(group.cell(best, view), group.cell(base, view))
+                  for view in VIEWS if group.cell(base, view) is not None}
+        comparisons.append(Comparison(base, accuracy(base).mean, best, best and accuracy(best).mean, ratios))
+    return comparisons
 
 
-def equal_rate(cells: list[Cell]) -> list[dict]:
-    """Soteria against pruning at the same pruning rate (the published figure's comparison)."""
-    by_rate = {c.setting.value: c for c in cells if c.setting.defense == "prune"}
+def equal_rate(group: Group) -> list[dict]:
+    """Soteria against pruning at the same rate, plain attacker (the published figure's comparison)."""
     pairs = []
-    for cell in cells:
-        other = by_rate.get(cell.setting.value)
-        if cell.setting.defense == "soteria" and other is not None:
-            pairs.append({"rate": cell.setting.value, "mse_soteria": cell.mse.median, "mse_prune": other.mse.median,
-                          "ratio_mse": ratio(cell.mse.median, other.mse.median),
-                          "ratio_capped": capped_ratio(cell.mse.median, other.mse.median),
-                          "ratio_mse_normalized": ratio(cell.mse_normalized.median, other.mse_normalized.median)})
+    for setting in group.settings:
+        other = DefenseSetting("prune", setting.value)
+        sot, pru = group.cell(setting), group.cell(other)
+        if setting.defense == "soteria" and sot is not None and pru is not None:
+            ratio = paired_ratio(sot, pru)
+            pairs.append({"rate": setting.value, "mse_soteria": sot.mse.value, "mse_prune": pru.mse.value,
+                          "mse_normalized_soteria": sot.mse_normalized.value,
+                          "mse_normalized_prune": pru.mse_normalized.value,
+                          "ratio": None if ratio is None else vars(ratio)})
     return pairs
 
 
-def read_accuracies(root: str | Path) -> dict[tuple[str, DefenseSetting], dict]:
-    """Every FedAvg run under ``root``: ``(dataset, setting) -> metrics.json`` without its history
-    (runs of a defense that is not registered are left out)."""
-    cells = {}
-    for name, stored in read_results(root).items():
-        stored.pop("history", None)
+def read_accuracies(root: str | Path) -> dict[tuple[str, DefenseSetting], Accuracy]:
+    """Every FedAvg run under ``root``, by dataset and setting, over its training seeds (runs of a
+    defense that is not registered are left out)."""
+    found: dict[tuple, list[dict]] = {}
+    for stored in read_results(root).values():
         try:
             setting = DefenseSetting.of(stored["defense"], stored.get("pruning_rate"), stored.get("noise"))
         except ValueError:
             continue
-        cells[(stored["dataset"], setting)] = {**stored, "path": str(Path(root) / name / "metrics.json")}
-    return cells
+        found.setdefault((stored["dataset"], setting), []).append(stored)
+    accuracies = {}
+    for (dataset, setting), runs in found.items():
+        runs.sort(key=lambda m: m.get("seed", 0))
+        values = [m["final_accuracy"] for m in runs]
+        first = runs[0]
+        accuracies[(dataset, setting)] = Accuracy(dataset, setting, values, [m.get("seed", 0) for m in runs],
+                                                  mean_interval(values), first.get("model"), first.get("scale"),
+                                                  first.get("test_examples"), first.get("rounds"))
+    return accuracies
 
 
 def accuracy_dataset(dataset: str, accuracies: dict) -> str | None:
@@ -170,54 +231,84 @@ def accuracy_dataset(dataset: str, accuracies: dict) -> str | None:
     return None
 
 
-def summarize(csv_path: str | Path, fedavg_root: str | Path) -> tuple[list[Group], dict]:
-    """The groups of the results CSV, and the FedAvg cells found under ``fedavg_root``."""
+def expected_runs(grid: Grid | None) -> Counter | None:
+    """How many runs the grid asks of each (experiment, setting, attacker)."""
+    if grid is None:
+        return None
+    return Counter((s.attack, s.dataset, s.scale, s.max_iterations, canonical_json(s.attack_options), s.setting,
+                    s.attacker) for s in grid.reconstructions)
+
+
+def attacker_order(names) -> list[str]:
+    order = list(ATTACKERS)
+    return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+
+
+def summarize(csv_path: str | Path, fedavg_root: str | Path, grid: Grid | None = None) -> tuple[list[Group], dict]:
+    """The groups of the results CSV, and the FedAvg accuracies found under ``fedavg_root``.
+    With ``grid``, every cell also says how many runs the grid asks of it (and cells it asks for
+    that have no run yet appear with 0 runs in :func:`missing_cells`)."""
     rows = read_rows(csv_path)
     if not rows:
         raise ValueError(f"{csv_path} holds no results")
     accuracies = read_accuracies(fedavg_root) if Path(fedavg_root).is_dir() else {}
-    grouped: dict[tuple, dict[DefenseSetting, list[dict]]] = {}
+    expected = expected_runs(grid)
+    grouped: dict[tuple, dict[tuple, list[dict]]] = {}
     for row in rows:
         key = tuple(row[c] for c in GROUP_COLUMNS)
         setting = DefenseSetting.of(row["defense"], row["pruning_rate"], row["noise"])
-        grouped.setdefault(key, {}).setdefault(setting, []).append(row)
+        grouped.setdefault(key, {}).setdefault((setting, row["attacker"]), []).append(row)
     groups = []
-    for key, by_setting in grouped.items():
+    for key, by_cell in grouped.items():
         params = dict(zip(GROUP_COLUMNS, key))
-        source = accuracy_dataset(params["dataset"], accuracies)
-        cells = [make_cell(s, by_setting[s], accuracies.get((source, s), {}).get("final_accuracy"))
-                 for s in sorted(by_setting, key=DefenseSetting.sort_key)]
-        cpu = sum(r["cpu_seconds"] for rows in by_setting.values() for r in rows)
-        groups.append(Group(params, source, cells, match_soteria(cells), equal_rate(cells), cpu))
+        settings = sorted({s for s, _ in by_cell}, key=DefenseSetting.sort_key)
+        attackers = attacker_order({a for _, a in by_cell})
+        cells = {(s, a): make_cell(s, a, rows, None if expected is None else expected[(*key, s, a)])
+                 for (s, a), rows in by_cell.items()}
+        if len(attackers) > 1:
+            for setting in settings:
+                worst = worst_case(setting, [c for (s, _), c in cells.items() if s == setting])
+                if worst is not None:
+                    cells[(setting, WORST)] = worst
+            attackers.append(WORST)
+        cpu = sum(r["cpu_seconds"] for rows in by_cell.values() for r in rows)
+        group = Group(params, accuracy_dataset(params["dataset"], accuracies), settings, attackers, cells, [], [], cpu)
+        group.comparisons, group.equal_rate = compare(group, accuracies), equal_rate(group)
+        groups.append(group)
+    groups.sort(key=lambda g: (g.params["attack"], g.params["dataset"] != "mnist", g.params["max_iterations"]))
     return groups, accuracies
 
 
-def fedavg_records(accuracies: dict) -> list[dict]:
-    """The FedAvg cells, ordered by dataset and setting, with the fields a reader needs."""
-    ordered = sorted(accuracies.items(), key=lambda item: (item[0][0], item[0][1].sort_key()))
-    return [{"dataset": dataset, "defense": setting.defense, "value": setting.value,
-             "final_accuracy": m["final_accuracy"], "standard_error": accuracy_standard_error(m),
-             "test_examples": m.get("test_examples"), "rounds": m.get("rounds"), "clients": m.get("clients"),
-             "scale": m.get("scale"), "model": m.get("model"), "path": m["path"]}
-            for (dataset, setting), m in ordered]
+def missing_cells(groups: list[Group], grid: Grid) -> list[dict]:
+    """Cells the grid asks for that are not complete: experiment, setting, attacker, runs done and asked."""
+    done = {(*(g.params[c] for c in GROUP_COLUMNS), s, a): c.runs for g in groups for (s, a), c in g.cells.items()}
+    missing = []
+    for key, count in sorted(expected_runs(grid).items(), key=_order):
+        if done.get(key, 0) < count:
+            missing.append({"attack": key[0], "dataset": key[1], "max_iterations": key[3], "setting": key[5].label(),
+                            "attacker": key[6], "runs": done.get(key, 0), "expected": count})
+    return missing
 
 
-def accuracy_standard_error(metrics: dict) -> float | None:
-    """The binomial standard error sqrt(a (1 - a) / n) of a test accuracy a over n test examples:
-    the test set's share of the noise (training noise, e.g. another thread count, comes on top)."""
-    n, accuracy = metrics.get("test_examples"), metrics["final_accuracy"]
-    return math.sqrt(accuracy * (1 - accuracy) / n) if n else None
+def _order(item):
+    (attack, dataset, scale, budget, options, setting, attacker), _ = item
+    rank = list(ATTACKERS).index(attacker) if attacker in ATTACKERS else len(ATTACKERS)
+    return attack, dataset, budget, setting.sort_key(), rank
 
 
-def to_json(groups: list[Group], accuracies: dict, csv_path, fedavg_root) -> dict:
+def to_json(groups: list[Group], accuracies: dict, csv_path, fedavg_root, missing: list[dict] | None = None) -> dict:
     """The machine-readable summary (written with :func:`soteria_lib.files.write_json`, which
     turns non-finite numbers into null; diverged counts say why)."""
     return {
         "csv": str(csv_path), "fedavg_dir": str(fedavg_root), "diverged_mse_threshold": DIVERGED_MSE,
-        "conventions": CONVENTIONS, "matching_rule": MATCHING_RULE, "capped_rule": CAPPED_RULE,
-        "fedavg": fedavg_records(accuracies),
+        "conventions": CONVENTIONS, "matching_rule": MATCHING_RULE, "interval_rule": INTERVAL_RULE,
+        "capped_rule": CAPPED_RULE, "views": list(VIEWS),
+        "fedavg": [a.record() for _, a in sorted(accuracies.items(), key=lambda i: (i[0][0], i[0][1].sort_key()))],
         "groups": [{**g.params, "accuracy_dataset": g.accuracy_dataset, "cpu_seconds": g.cpu_seconds,
-                    "cells": [asdict(c) for c in g.cells],
-                    "matched": [asdict(m) for m in g.matches], "equal_rate": g.equal_rate} for g in groups],
+                    "attackers": g.attackers,
+                    "cells": [g.cells[(s, a)].record() for s in g.settings for a in g.attackers if (s, a) in g.cells],
+                    "comparisons": [c.record() for c in g.comparisons], "equal_rate": g.equal_rate}
+                   for g in groups],
+        "incomplete_cells": missing,
         "published_gs_cifar10_mse_normalized": PUBLISHED_GS_CIFAR10,
     }
