@@ -236,3 +236,50 @@ def _frame_after(page, box, before: str, timeout_s: float = 5.0) -> str | None:
             return now
         page.wait_for_timeout(100)
     return box.evaluate(_FRAME_DIGEST)
+
+
+def _links_and_ids(html: str) -> tuple[list[str], set[str]]:
+    """Every ``href`` of an ``<a>`` and every ``id`` in a page."""
+    from html.parser import HTMLParser
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.links, self.ids = [], set()
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if attrs.get("id"):
+                self.ids.add(attrs["id"])
+            if tag == "a" and attrs.get("href"):
+                self.links.append(attrs["href"])
+
+    parser = Collect()
+    parser.feed(html)
+    return parser.links, parser.ids
+
+
+@pytest.mark.parametrize("page_path", toc_pages())
+def test_internal_links_resolve(page_path):
+    """Every link from a page of the book to the book (a chapter, an equation, an exercise, a
+    citation) lands on an existing page and, when it names one, an existing anchor."""
+    page = SITE / f"{page_path}.html"
+    if not page.is_file():
+        _unavailable(f"no built site at {SITE}: run `bash tools/book.sh` first")
+    links, _ = _links_and_ids(page.read_text())
+    broken = []
+    for href in links:
+        parts = urlsplit(href)
+        if parts.scheme or parts.netloc or href.startswith(("mailto:", "javascript:")):
+            continue
+        target = page if not parts.path else (page.parent / parts.path).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            broken.append(f"{href}: no such page")
+            continue
+        if parts.fragment and target.suffix == ".html":
+            _, ids = _links_and_ids(target.read_text())
+            if parts.fragment not in ids:
+                broken.append(f"{href}: no anchor #{parts.fragment}")
+    assert not broken, "\n".join(broken)
