@@ -27,11 +27,18 @@ def figure_png(fig, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
-class FrameSlider(widgets.VBox):
-    """A slider above a stack of image frames, linked in the browser.
+#: The hint shown beside every frame slider: the slider is interactive, and how to move it.
+SLIDER_HINT = "◀ drag, or click and use the arrow keys ▶"
 
-    Attributes ``slider`` (a ``SelectionSlider``), ``stack`` (a ``Stack`` of ``Image``) and
-    ``link`` (the ``jslink`` between ``slider.index`` and ``stack.selected_index``).
+
+class FrameSlider(widgets.VBox):
+    """A slider, with a hint beside it, above a stack of image frames, linked in the browser.
+
+    Attributes ``slider`` (a ``SelectionSlider``), ``hint`` (an ``HTML`` line saying how to move
+    it), ``stack`` (a ``Stack`` of ``Image``) and ``link`` (the ``jslink`` between
+    ``slider.index`` and ``stack.selected_index``). On the book's pages a script gives the
+    slider's handle the current label as its accessible value (``aria-valuetext``: "60 %",
+    not the position "2"; ``tools/site_scripts.py``).
     """
 
     def __init__(self, frames: Sequence[bytes], values: Sequence, description: str = "",
@@ -49,9 +56,11 @@ class FrameSlider(widgets.VBox):
             style={"description_width": "initial"}, layout=widgets.Layout(width="min(32rem, 100%)"))
         images = [widgets.Image(value=frame, format="png", layout=widgets.Layout(max_width="100%"))
                   for frame in frames]
+        self.hint = widgets.HTML(f'<span class="soteria-slider-hint">{SLIDER_HINT}</span>')
         self.stack = widgets.Stack(images, selected_index=self.slider.index)
         self.link = widgets.jslink((self.slider, "index"), (self.stack, "selected_index"))
-        super().__init__([self.slider, self.stack])
+        super().__init__([widgets.HBox([self.slider, self.hint], layout=widgets.Layout(flex_flow="row wrap")),
+                          self.stack])
         self.add_class(FRAME_SLIDER_CLASS)
 
 

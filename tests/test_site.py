@@ -9,8 +9,9 @@ browser is ever downloaded (``playwright install`` is not needed). Every page mu
   stderr (``.output.stderr``). The build already fails on a raising cell; stderr is counted
   too because in a textbook a warning box is something the reader trips over. A notebook that
   means to show stderr can tag the cell ``remove-stderr`` or redirect it;
-* no MathJax error (``mjx-merror``: an unknown macro or malformed TeX), and no display
-  equation cut off on the left (one wider than the column must scroll from its beginning);
+* no MathJax error (``mjx-merror``: an unknown macro or malformed TeX), no display equation
+  cut off on the left, and none wider than the text column at 1280 px (long ones are broken
+  over lines; on a phone they scroll, with a visible scroll bar);
 * no JavaScript error (uncaught page errors and ``console.error``), apart from the entries of
   ``HARMLESS_CONSOLE_ERRORS``;
 * no widget that failed to render, and no request to any host but 127.0.0.1 (``data:`` and
@@ -151,6 +152,8 @@ def test_page(page_path, site_url, browser):
         assert page.locator("mjx-merror").count() == 0, \
             f"MathJax errors: {page.locator('mjx-merror').all_inner_texts()}"
         assert not page.evaluate(_CLIPPED_EQUATIONS), "display equations cut off on the left"
+        overflowing = page.evaluate(_OVERFLOWING_EQUATIONS)
+        assert not overflowing, f"display equations wider than the text column at 1280 px: {overflowing}"
         assert "Error displaying widget" not in page.locator("body").inner_text()
 
         frame_sliders = page.locator(FRAME_SLIDER)
@@ -198,6 +201,9 @@ def _wait_for_mathjax(page) -> None:
 # Display equations that start left of their box, where no scroll bar reaches.
 _CLIPPED_EQUATIONS = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(
     eq => eq.getBoundingClientRect().left < eq.parentElement.getBoundingClientRect().left - 1).length"""
+# Display equations wider than their box (they would need a scroll bar at this width).
+_OVERFLOWING_EQUATIONS = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(
+    eq => eq.scrollWidth > eq.clientWidth + 1).map(eq => eq.textContent.slice(0, 80))"""
 # SHA-256 of the image the frame slider shows (only the stack's selected frame is visible).
 _FRAME_DIGEST = """async (box) => {
     const shown = [...box.querySelectorAll('img')].filter(img => img.offsetParent !== null);
@@ -226,6 +232,10 @@ def _check_arrow_keys(page, box) -> None:
         assert _frame_after(page, box, frame) != frame, f"{key} changed the label but not the frame"
     assert readout.inner_text() == start_label
     assert box.evaluate(_FRAME_DIGEST) == start_frame, "going back did not show the first frame again"
+    assert handle.get_attribute("aria-valuetext") == start_label, \
+        "a screen reader should hear the slider's label (e.g. 20 %), not its position"
+    assert handle.get_attribute("aria-label"), "the slider's handle has no accessible name"
+    assert "arrow keys" in box.locator(".soteria-slider-hint").inner_text()
 
 
 def _frame_after(page, box, before: str, timeout_s: float = 5.0) -> str | None:

@@ -42,7 +42,8 @@ def test_figure_png_closes_the_figure():
 def test_structure(frames):
     box = frame_slider(frames, [0, 30, 60], description="rate", value=30, label_format="{} %")
     assert isinstance(box, widgets.VBox) and FRAME_SLIDER_CLASS in box._dom_classes
-    assert box.children == (box.slider, box.stack)
+    assert box.children[0].children == (box.slider, box.hint) and box.children[1] is box.stack
+    assert "arrow keys" in box.hint.value
     assert isinstance(box.slider, widgets.SelectionSlider)
     assert box.slider.options == (("0 %", 0), ("30 %", 30), ("60 %", 60))
     assert box.slider._options_labels == ("0 %", "30 %", "60 %")

@@ -1,9 +1,12 @@
-"""Sphinx extension (listed in _config.yml) that fixes two script problems of the book's pages.
+"""Sphinx extension (listed in _config.yml) that fixes three script problems of the book's pages.
 
 * Sphinx 7.4 registers an inline script that an extension adds after the builder started (as
   sphinx-thebe and sphinx-togglebutton do) twice, once with the file name ``None`` and once
   with ``''``; sphinx-thebe's second ``const THEBE_JS_URL = ...`` is then a JavaScript error on
   every page. :func:`_dedupe` keeps the first copy of each script.
+* A frame slider's handle announces its position ("2") to a screen reader; :data:`SLIDER_LABELS`
+  gives it the label the reader sees as its value (``aria-valuetext``, "20 %") and the
+  slider's description as its name, and keeps the value current as the slider moves.
 * ipywidgets 8 typesets widget labels with the MathJax 2 call
   ``MathJax.Hub.Queue(["Typeset", MathJax.Hub, element])``, an error under the MathJax 3 the
   book uses. :data:`MATHJAX_HUB_SHIM` forwards that call to MathJax 3's ``typesetPromise``.
@@ -22,6 +25,31 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 
+SLIDER_LABELS = """
+function soteriaSliderLabels() {
+  document.querySelectorAll(".soteria-frame-slider").forEach((box) => {
+    const handle = box.querySelector(".noUi-handle");
+    const readout = box.querySelector(".widget-readout");
+    const label = box.querySelector(".widget-label");
+    if (!handle || !readout || handle.dataset.soteriaLabelled) return;
+    handle.dataset.soteriaLabelled = "1";
+    if (label && label.textContent.trim()) handle.setAttribute("aria-label", label.textContent.trim());
+    const update = () => {  // the slider library sets its own number after each move: replace it
+      const text = readout.textContent.trim();
+      if (handle.getAttribute("aria-valuetext") !== text) handle.setAttribute("aria-valuetext", text);
+    };
+    update();
+    new MutationObserver(update).observe(readout, {childList: true, characterData: true, subtree: true});
+    new MutationObserver(update).observe(handle, {attributes: true, attributeFilter: ["aria-valuetext"]});
+  });
+}
+document.addEventListener("DOMContentLoaded", () => {
+  soteriaSliderLabels();  // widgets render after the page loads: label them as they appear
+  new MutationObserver(soteriaSliderLabels).observe(document.body, {childList: true, subtree: true});
+});
+"""
+
+
 def _dedupe(app, pagename, templatename, context, doctree):
     scripts, seen, unique = context.get("script_files") or [], set(), []
     for script in scripts:
@@ -34,5 +62,6 @@ def _dedupe(app, pagename, templatename, context, doctree):
 
 def setup(app):
     app.add_js_file(None, body=MATHJAX_HUB_SHIM)
+    app.add_js_file(None, body=SLIDER_LABELS)
     app.connect("html-page-context", _dedupe, priority=900)  # after myst-nb adds its own scripts
     return {"parallel_read_safe": True, "parallel_write_safe": True}
