@@ -5,7 +5,7 @@ representation r entering the defended layer, and let f be L-Lipschitz in the Eu
 If the defense replaces r by r' (pruned features set to 0), then every input X' whose
 representation equals the defended one, f(X') = r', satisfies
 
-    ||X' - X||_2  >=  ||r' - r||_2 / L,     ||r' - r||_2 = (sum_{i pruned} r_i^2)^{1/2},     (B1)
+    ||X' - X||_2  >=  ||r' - r||_2 / L,     ||r' - r||_2 = (sum_{i pruned} r_i^2)^{1/2},     (7.1)
 
 because ||r' - r|| = ||f(X') - f(X)|| <= L ||X' - X||. Dividing the square by d gives a lower
 bound on the reconstruction MSE in the input space of f.
@@ -159,13 +159,13 @@ def representation_distance(r: torch.Tensor, keep: torch.Tensor) -> float:
 
 
 def reconstruction_bound(r: torch.Tensor, keep: torch.Tensor, lipschitz: float, dimension: int) -> dict:
-    """Equation (B1): the distance and MSE lower bounds for any X' with f(X') = r'."""
+    """Equation (7.1): the distance and MSE lower bounds for any X' with f(X') = r'."""
     distance = representation_distance(r, keep) / lipschitz
     return {"distance": distance, "mse": distance ** 2 / dimension}
 
 
 def bound_curve(model: nn.Module, x: torch.Tensor, rates, epsilon: float | None = None) -> list[dict]:
-    """(B1) at each pruning rate for one input ``x`` (C, H, W), with both Lipschitz constants."""
+    """(7.1) at each pruning rate for one input ``x`` (C, H, W), with both Lipschitz constants."""
     _, linear = select_linear(model)
     r = representation_fn(model, linear)(x.unsqueeze(0)).detach()[0]
     certified = global_lipschitz(model, tuple(x.shape))

@@ -9,7 +9,7 @@ With sigma_k^2 bounding the minibatch gradient variance on client k, G^2 the squ
 the stochastic gradients, and Gamma = F* - sum_k p_k F_k* (heterogeneity),
 
     E F(w_T) - F*  <=  kappa / (gamma + T - 1) * ( 2 B / mu + mu gamma / 2 * ||w_1 - w*||^2 ),
-    B = sum_k p_k^2 sigma_k^2 + 6 L Gamma + 8 (E - 1)^2 G^2.                              (C1)
+    B = sum_k p_k^2 sigma_k^2 + 6 L Gamma + 8 (E - 1)^2 G^2.                              (7.2)
 
 **Our extension to Soteria (not a quotation of the paper).** Soteria replaces the client's
 gradient g by g - delta, where delta holds the pruned columns of the FC weight gradient. Masking
@@ -17,11 +17,11 @@ only removes entries, so ||g - delta|| <= ||g|| <= G and Li et al.'s variance an
 lemmas still hold; the bias enters through Young's inequality with constant eta_t mu / 2:
 
     D_{t+1} <= (1 - eta_t mu / 2) D_t + (1 + eta_t mu / 2) eta_t^2 B
-               + (1 + 2 / (eta_t mu)) eta_t^2 eps_t^2,     F(w_t) - F* <= L / 2 * D_t,         (C2)
+               + (1 + 2 / (eta_t mu)) eta_t^2 eps_t^2,     F(w_t) - F* <= L / 2 * D_t,         (7.3)
 
 with D_t = E ||w_t - w*||^2 and eps_t^2 = E ||sum_k p_k delta_t^k||^2, measured along the run.
 Without the defense (eps = 0) the tighter recursion D_{t+1} <= (1 - eta_t mu) D_t + eta_t^2 B of
-Li et al. applies, and (C1) is its closed form.
+Li et al. applies, and (7.2) is its closed form.
 
 **Surrogate.** Multinomial logistic regression on fixed features phi (with a constant bias
 feature), f_i(W) = CE(W phi_i, y_i) + (lambda / 2) ||W||_F^2. Then mu = lambda;
@@ -118,7 +118,7 @@ class Constants:
 
 
 def constants(problem: Surrogate, batch_size: int, local_steps: int) -> Constants:
-    """Every constant of (C1) that does not depend on the trajectory."""
+    """Every constant of (7.2) that does not depend on the trajectory."""
     smooth, sigma2, client_minima = [], [], []
     for index in problem.parts:
         phi = problem.features[index]
@@ -167,7 +167,7 @@ def run_surrogate_fedavg(problem: Surrogate, c: Constants, rounds: int, batch_si
 
 
 def variance_term(problem: Surrogate, c: Constants, w_max: float) -> float:
-    """B of (C1), with G = sqrt(2) max_i ||phi_i|| + lambda max_t ||W_t||."""
+    """B of (7.2), with G = sqrt(2) max_i ||phi_i|| + lambda max_t ||W_t||."""
     g = math.sqrt(2) * float(problem.features.norm(dim=1).max()) + problem.l2 * w_max
     p = problem.weights.numpy()
     return (float(np.sum(p ** 2 * np.array(c.sigma2))) + 6 * c.L * c.Gamma
@@ -175,14 +175,14 @@ def variance_term(problem: Surrogate, c: Constants, w_max: float) -> float:
 
 
 def li_bound(c: Constants, B: float, rounds: int) -> list[float]:
-    """(C1) after each round r (T = r E steps; r = 0 gives the initial-distance term)."""
+    """(7.2) after each round r (T = r E steps; r = 0 gives the initial-distance term)."""
     d1 = float((c.w_star ** 2).sum())  # w_1 = 0
     return [c.kappa / (c.gamma + max(r * c.local_steps, 1) - 1) * (2 * B / c.mu + c.mu * c.gamma / 2 * d1)
             for r in range(rounds + 1)]
 
 
 def masked_bound(c: Constants, B: float, eps2: list[float]) -> list[float]:
-    """(C2) iterated over the measured eps_t^2, reported after each round."""
+    """(7.3) iterated over the measured eps_t^2, reported after each round."""
     d = float((c.w_star ** 2).sum())
     out = [c.L / 2 * d]
     for t, e2 in enumerate(eps2, start=1):

@@ -1,5 +1,5 @@
 """The closed-form attacker's prior: what the update gives away of the defended layer's input r,
-turned into a term of the attack's loss (chapter 8, section 3).
+turned into a term of the attack's loss (chapter 8, equation 8.3).
 
 For one sample, every row of the defended layer's weight gradient is r scaled by its bias
 gradient (chapter 1, equation 1.2), so the server reads
