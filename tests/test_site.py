@@ -14,6 +14,7 @@ browser is ever downloaded (``playwright install`` is not needed). Every page mu
   over lines; on a phone they scroll, with a visible scroll bar);
 * no JavaScript error (uncaught page errors and ``console.error``), apart from the entries of
   ``HARMLESS_CONSOLE_ERRORS``;
+* every output image a numbered figure with a caption and a described alt text;
 * no widget that failed to render, and no request to any host but 127.0.0.1 (``data:`` and
   ``blob:`` URLs stay inside the page; the widget images are ``blob:`` URLs);
 
@@ -155,6 +156,8 @@ def test_page(page_path, site_url, browser):
         overflowing = page.evaluate(_OVERFLOWING_EQUATIONS)
         assert not overflowing, f"display equations wider than the text column at 1280 px: {overflowing}"
         assert "Error displaying widget" not in page.locator("body").inner_text()
+        unlabelled = page.evaluate(_UNLABELLED_IMAGES)
+        assert not unlabelled, f"output images that are not numbered figures with a described alt text: {unlabelled}"
 
         frame_sliders = page.locator(FRAME_SLIDER)
         sliders, in_frame_sliders = page.locator(".widget-slider"), frame_sliders.locator(".widget-slider")
@@ -201,6 +204,12 @@ def _wait_for_mathjax(page) -> None:
 # Display equations that start left of their box, where no scroll bar reaches.
 _CLIPPED_EQUATIONS = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(
     eq => eq.getBoundingClientRect().left < eq.parentElement.getBoundingClientRect().left - 1).length"""
+# Output images (outside widgets) that are not in a numbered figure, or whose alt text is empty or
+# a file name (MyST-NB's default is the image's hash).
+_UNLABELLED_IMAGES = """() => [...document.querySelectorAll('.cell_output img')].filter(img =>
+    !img.closest('.jupyter-widgets, .widget-subarea') && (!img.closest('figure')
+        || !img.alt || /^[0-9a-f]{16,}/.test(img.alt) || /\\.(png|svg|jpe?g)$/.test(img.alt))
+).map(img => img.alt || img.src.slice(-40))"""
 # Display equations wider than their box (they would need a scroll bar at this width).
 _OVERFLOWING_EQUATIONS = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(
     eq => eq.scrollWidth > eq.clientWidth + 1).map(eq => eq.textContent.slice(0, 80))"""
