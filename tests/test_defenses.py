@@ -259,3 +259,6 @@ def test_soteria_reuses_its_norms_only_for_the_same_model_and_image(monkeypatch)
     x[0, 0, 0, 0] += 1e-3
     soteria_scores(model, x)
     assert len(calls) == 3
+    relu = get_model("lenet", (1, 28, 28), activation="relu").eval()
+    relu.load_state_dict(model.state_dict())  # the same bytes, another network
+    assert not torch.equal(soteria_scores(relu, x), soteria_scores(model, x)) and len(calls) == 4

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -163,19 +164,31 @@ _RECENT_SIZE = 0
 _RECENT: OrderedDict = OrderedDict()
 
 
-def keep_recent_norms(size: int) -> None:
-    """Keep the Jacobian norms of the last ``size`` (model, inputs) pairs for reuse (0: none)."""
+def keep_recent_norms(size: int) -> int:
+    """Keep the Jacobian norms of the last ``size`` (model, inputs) pairs for reuse (0: none);
+    returns the previous size."""
     global _RECENT_SIZE
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise ValueError(f"size must be an integer >= 0, got {size!r}")
-    _RECENT_SIZE = size
+    previous, _RECENT_SIZE = _RECENT_SIZE, size
     _RECENT.clear()
+    return previous
+
+
+@contextmanager
+def recent_norms(size: int):
+    """:func:`keep_recent_norms` for the duration of a ``with`` block."""
+    previous = keep_recent_norms(size)
+    try:
+        yield
+    finally:
+        keep_recent_norms(previous)
 
 
 def _digest(model: nn.Module, linear: nn.Linear, inputs: torch.Tensor, method: str) -> bytes:
     h = hashlib.blake2b(digest_size=20)
     layer = next(name for name, m in model.named_modules() if m is linear)
-    h.update(f"{type(model).__qualname__}|{layer}|{method}".encode())
+    h.update(f"{model!r}|{layer}|{method}".encode())  # the architecture, activations included
     for name, tensor in [*model.state_dict().items(), ("inputs", inputs)]:
         tensor = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())

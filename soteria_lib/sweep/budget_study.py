@@ -38,8 +38,8 @@ from ..data import DATASETS
 from ..metrics import image_metrics
 from ..pipeline import Setup, run_reconstruction
 from ..quantiles import quantile
-from ..runtime import check_seed, where_it_ran
-from .grid import GridError, canonical_json
+from ..runtime import where_it_ran
+from .grid import GridError, canonical_json, check_seeds
 from .results import Table, optional_int
 from .runner import TASK_RUNNERS, Plan, check_data, read_sessions
 
@@ -121,13 +121,7 @@ def _integers(study: dict, table: dict, key: str, where: str) -> list[int]:
     values = study.get(key, table.get(key))
     if not isinstance(values, list) or not values or not all(isinstance(v, int) for v in values):
         raise GridError(f"{where}: {key} must be a non-empty list of integers")
-    if key == "seeds":
-        for seed in values:
-            try:
-                check_seed(seed)
-            except ValueError as exc:
-                raise GridError(f"{where}: seeds: {exc}") from None
-    return values
+    return check_seeds(values, f"{where}: seeds") if key == "seeds" else values
 
 
 def curve_rows(spec: CurveSpec, device: str, data_root: str | None, commit: str) -> list[dict]:

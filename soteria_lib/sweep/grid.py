@@ -166,14 +166,18 @@ def _images(table: dict, where: str) -> list[int]:
     return images
 
 
-def _seeds(table: dict, where: str) -> list[int]:
-    seeds = _int_list(table, "seeds", where)
+def check_seeds(seeds: list[int], where: str) -> list[int]:
+    """Every seed in [0, 2**32 - 1], else a :class:`GridError` that names ``where``."""
     for seed in seeds:
         try:
             check_seed(seed)
         except ValueError as exc:
-            raise GridError(f"{where}.seeds: {exc}") from None
+            raise GridError(f"{where}: {exc}") from None
     return seeds
+
+
+def _seeds(table: dict, where: str) -> list[int]:
+    return check_seeds(_int_list(table, "seeds", where), f"{where}.seeds")
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..attacks import attack_info
 from ..data import load_dataset
-from ..defenses.soteria import keep_recent_norms
+from ..defenses.soteria import keep_recent_norms, recent_norms
 from ..federated import read_result, run_experiment
 from ..files import write_json
 from ..pipeline import run_reconstruction
@@ -171,9 +171,9 @@ def _init_worker(threads: int, parent: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    keep_recent_norms(RECENT_NORMS)  # runs on one model and image follow each other (plan)
     if parent is None:
         return
+    keep_recent_norms(RECENT_NORMS)  # runs on one model and image follow each other (plan)
     # tqdm's default lock is a named semaphore; a worker stopped by a signal would leak it
     tqdm.set_lock(threading.RLock())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -190,12 +190,13 @@ def finished(tasks: list, workers: int, threads: int, device: str, data_root: st
     stops early."""
     if workers == 1:
         _init_worker(threads)
-        for task in tasks:
-            try:
-                result = run_task(task, device, data_root, commit)
-            except Exception as exc:
-                raise RunFailed(task, exc) from exc
-            yield task, result
+        with recent_norms(RECENT_NORMS):
+            for task in tasks:
+                try:
+                    result = run_task(task, device, data_root, commit)
+                except Exception as exc:
+                    raise RunFailed(task, exc) from exc
+                yield task, result
         return
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
