@@ -161,6 +161,15 @@ def load_checkpoint(path: Path) -> dict:
     return saved
 
 
+class FedAvgDiverged(FloatingPointError):
+    """Training diverged in ``round`` (a non-finite gradient or test loss); ``history`` holds the
+    rounds before it, the last of them the final finite global model."""
+
+    def __init__(self, round: int, history: list[dict], reason: str):  # noqa: A002 (FedAvg's word)
+        super().__init__(f"FedAvg diverged in round {round}: {reason}; lower the learning rate")
+        self.round, self.history = round, history
+
+
 def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                config: FedAvgConfig, defense: Defense | None = None, checkpoint: str | Path | None = None,
                progress: bool = True, on_round: Callable[[dict], None] | None = None,
@@ -198,15 +207,19 @@ def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test:
                 continue
             local = copy.deepcopy(model)
             index = parts[k].to(inputs.device)
-            local_sgd(local, inputs[index], labels[index], config, defense, generator, normalization)
+            try:
+                local_sgd(local, inputs[index], labels[index], config, defense, generator, normalization)
+            except FloatingPointError as exc:
+                bar.close()
+                raise FedAvgDiverged(t, history, f"client {k}: {exc}") from exc
             states.append(local.state_dict())
             weights.append(len(parts[k]))
         if states:
             model.load_state_dict(average_states(states, weights))
         record = {"round": t, **evaluate(model, *test), "seconds": time.perf_counter() - start}
         if not math.isfinite(record["loss"]):
-            raise FloatingPointError(f"FedAvg diverged in round {t}: the test loss is {record['loss']}; "
-                                     "lower the learning rate")
+            bar.close()
+            raise FedAvgDiverged(t, history, f"the test loss is {record['loss']}")
         history.append(record)
         bar.set_postfix(acc=f"{record['accuracy']:.3f}")
         if on_round:
@@ -287,11 +300,13 @@ def fingerprint(*splits: tuple[torch.Tensor, torch.Tensor]) -> str:
 
 
 def run_experiment(experiment: FedAvgExperiment, output: str | Path | None = None, device: str = "cpu",
-                   data_root: str | None = None, progress: bool = True) -> dict:
+                   data_root: str | None = None, progress: bool = True, record_divergence: bool = False) -> dict:
     """Train and evaluate ``experiment``; returns its result (identity, where it ran, final
     accuracy, seconds and the per-round history). With ``output``, the folder receives
     ``metrics.json`` and ``accuracy.png``, and ``checkpoint.pt`` after every round, from which an
-    interrupted run resumes."""
+    interrupted run resumes. A run that diverges raises :class:`FedAvgDiverged`; with
+    ``record_divergence`` (a sweep, where a diverged run is a result) it stops there instead,
+    and its result holds ``diverged_round`` and the accuracy of the last finite global model."""
     device = resolve_device(device)
     info = dataset_info(experiment.dataset)
     budget = get_scale(experiment.scale).fedavg
@@ -305,13 +320,18 @@ def run_experiment(experiment: FedAvgExperiment, output: str | Path | None = Non
         out.mkdir(parents=True, exist_ok=True)
     run_tag = {**{k: v for k, v in experiment.identity().items() if k not in asdict(experiment.training)},
                "data": fingerprint(train, test)}
-    start = time.perf_counter()
-    history = run_fedavg(model, train, test, experiment.training, experiment.build_defense(),
-                         checkpoint=out / "checkpoint.pt" if out else None, progress=progress, run_tag=run_tag,
-                         normalization=info.normalization)
+    start, diverged = time.perf_counter(), None
+    try:
+        history = run_fedavg(model, train, test, experiment.training, experiment.build_defense(),
+                             checkpoint=out / "checkpoint.pt" if out else None, progress=progress,
+                             run_tag=run_tag, normalization=info.normalization)
+    except FedAvgDiverged as exc:
+        if not record_divergence:
+            raise
+        history, diverged = exc.history, exc.round
     result = {**experiment.identity(), **where_it_ran(device), "train_examples": len(train[1]),
               "test_examples": len(test[1]), "final_accuracy": history[-1]["accuracy"],
-              "seconds": round(time.perf_counter() - start, 2), "history": history}
+              "diverged_round": diverged, "seconds": round(time.perf_counter() - start, 2), "history": history}
     if out is not None:
         write_together({out / "accuracy.png": lambda tmp: plot_accuracy({experiment.defense: history}, tmp),
                         out / "metrics.json": json_writer(result)})

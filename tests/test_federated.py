@@ -105,3 +105,19 @@ def test_every_local_step_applies_the_update_the_client_shares():
     assert seen == [5, 5, 5, 5]  # two clients of 10 examples, batches of 5
     for a, b in zip(model.parameters(), before):
         assert torch.equal(a, b)
+
+
+def test_a_diverged_training_is_recorded_when_asked_and_raised_otherwise(tmp_path, data_root):
+    """Laplace noise of scale 10 on every step blows the model up: the command line reports an
+    error, while a sweep records the run with the round it diverged in."""
+    from soteria_lib.federated import FedAvgDiverged, FedAvgExperiment, run_experiment
+
+    experiment = FedAvgExperiment.with_options({"rounds": 2, "clients": 2, "fraction": 1.0, "lr": 1.0},
+                                               dataset="mnist", defense="dp-laplace", noise=10.0)
+    with pytest.raises(FedAvgDiverged, match="diverged in round 1"):
+        run_experiment(experiment, None, "cpu", str(data_root), progress=False)
+    result = run_experiment(experiment, tmp_path / "cell", "cpu", str(data_root), progress=False,
+                            record_divergence=True)
+    assert result["diverged_round"] == 1 and len(result["history"]) == 1
+    assert result["final_accuracy"] == result["history"][-1]["accuracy"]
+    assert (tmp_path / "cell" / "metrics.json").is_file()

@@ -83,11 +83,11 @@ def verdict(groups: list[Group]) -> list[str]:
 
 def accuracy_section(accuracies: dict) -> list[str]:
     ordered = sorted(accuracies.values(), key=lambda a: (a.dataset, a.setting.sort_key()))
-    return table(["dataset", "defense", "test accuracy, mean [95 % CI]", "seeds", "per seed", "model", "scale",
-                  "test examples", "rounds"],
+    return table(["dataset", "defense", "test accuracy, mean [95 % CI]", "seeds", "per seed", "diverged", "model",
+                  "scale", "test examples", "rounds"],
                  [[dataset_name(a.dataset), a.setting.label(), percent_interval(a.mean), str(len(a.seeds)),
-                   ", ".join(f"{100 * v:.2f}" for v in a.values), str(a.model), str(a.scale), str(a.test_examples),
-                   str(a.rounds)] for a in ordered])
+                   ", ".join(f"{100 * v:.2f}" for v in a.values), str(a.diverged), str(a.model), str(a.scale),
+                   str(a.test_examples), str(a.rounds)] for a in ordered])
 
 
 def _cell_text(group: Group, setting, attacker: str) -> str:
@@ -196,7 +196,9 @@ def render(groups: list[Group], accuracies: dict, csv_path, fedavg_root, session
              "Ratio of median MSEs, Soteria over the baseline, with its 95 % interval: above 1, Soteria leaks "
              "less. The verdict reads the interval: it says a side only when the whole interval is on it.", ""]
     lines += verdict(groups) + [""]
-    lines += ["## FedAvg accuracy", ""] + accuracy_section(accuracies) + [""]
+    lines += ["## FedAvg accuracy", "",
+              "A training that diverged stopped there; its value is the accuracy of the last finite global model.",
+              ""] + accuracy_section(accuracies) + [""]
     lines += ["## Per experiment", ""]
     for group in groups:
         lines += group_section(group, accuracies)

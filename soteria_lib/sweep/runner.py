@@ -145,8 +145,9 @@ def reconstruction_row(spec: ReconstructionSpec, device: str, data_root: str | N
 
 
 def fedavg_cell(spec: FedAvgSpec, device: str, data_root: str | None, commit: str) -> list[dict]:
-    """One FedAvg cell, written into its own folder: no CSV rows."""
-    run_experiment(spec.experiment(), spec.folder(), device, data_root, progress=False)
+    """One FedAvg cell, written into its own folder: no CSV rows. A diverged training is a result
+    (recorded with the round it diverged in), not a failed run."""
+    run_experiment(spec.experiment(), spec.folder(), device, data_root, progress=False, record_divergence=True)
     return []
 
 

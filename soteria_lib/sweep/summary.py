@@ -86,11 +86,13 @@ class Accuracy:
     scale: str | None
     test_examples: int | None
     rounds: int | None
+    diverged: int  # seeds whose training diverged (their value: the last finite global model's)
 
     def record(self) -> dict:
         return {"dataset": self.dataset, "defense": self.setting.defense, "value": self.setting.value,
                 "label": self.setting.label(), "values": self.values, "seeds": self.seeds, "mean": vars(self.mean),
-                "model": self.model, "scale": self.scale, "test_examples": self.test_examples, "rounds": self.rounds}
+                "model": self.model, "scale": self.scale, "test_examples": self.test_examples, "rounds": self.rounds,
+                "diverged": self.diverged}
 
 
 @dataclass
@@ -218,7 +220,8 @@ def read_accuracies(root: str | Path) -> dict[tuple[str, DefenseSetting], Accura
         first = runs[0]
         accuracies[(dataset, setting)] = Accuracy(dataset, setting, values, [m.get("seed", 0) for m in runs],
                                                   mean_interval(values), first.get("model"), first.get("scale"),
-                                                  first.get("test_examples"), first.get("rounds"))
+                                                  first.get("test_examples"), first.get("rounds"),
+                                                  sum(m.get("diverged_round") is not None for m in runs))
     return accuracies
 
 
