@@ -20,8 +20,9 @@ browser is ever downloaded (``playwright install`` is not needed). Every page mu
 
 and pages with sliders (chapters 04 and 05 must have one) must react to the keyboard: focusing
 a frame slider's handle and pressing ArrowRight shows a different frame, ArrowLeft the first
-one again; every chapter's exercises have solutions that stay hidden until clicked open. A
-full-page screenshot of every page goes to ``_build/screenshots/``.
+one again; every chapter's exercises have solutions that stay hidden until clicked open; and at
+390 px (a phone) no page is wider than the screen. Full-page screenshots of every page at 1280
+and 390 px go to ``_build/screenshots/``.
 
 Without a built site or without Chromium these tests skip, saying why; with
 ``SOTERIA_SITE_REQUIRED=1`` (set by ``.ci/run``) they fail instead.
@@ -170,6 +171,12 @@ def test_page(page_path, site_url, browser):
         _check_solutions(page, page_path)
         page.wait_for_load_state("networkidle")
         log.check()
+
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(SCREENSHOTS / f"{page_path.replace('/', '__')}__390.png"), full_page=True)
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 391, f"at 390 px the page is {width} px wide: something does not wrap or scroll"
     finally:
         context.close()
 
