@@ -31,7 +31,7 @@ def _panels(count: int) -> tuple[Figure, list]:
     return fig, axes[:count]
 
 
-def _plain_cells(group: Group, defense: str, metric: str, attacker: str = "plain") -> list:
+def _rate_cells(group: Group, defense: str, metric: str, attacker: str = "plain") -> list:
     cells = [group.cell(s, attacker) for s in group.settings if s.defense == defense and s.parameter == "pruning_rate"]
     return [c for c in cells if c is not None and _finite([getattr(c, metric).value])]
 
@@ -43,7 +43,7 @@ def mse_against_rate(groups: list[Group], metric: str = "mse") -> Figure:
         ax.set_yscale("log")  # before plotting: a panel of equal values then autoscales without warnings
         for info in sorted(DEFENSES.values(), key=lambda i: i.order):
             colour, marker = info.style
-            cells = _plain_cells(group, info.name, metric)
+            cells = _rate_cells(group, info.name, metric)
             if not cells:
                 continue
             ax.plot([c.setting.value for c in cells], [getattr(c, metric).value for c in cells], marker=marker,
@@ -51,7 +51,7 @@ def mse_against_rate(groups: list[Group], metric: str = "mse") -> Figure:
             band = [c for c in cells if _finite([getattr(c, metric).low, getattr(c, metric).high])]
             ax.fill_between([c.setting.value for c in band], [getattr(c, metric).low for c in band],
                             [getattr(c, metric).high for c in band], color=colour, alpha=0.15, linewidth=0)
-            worst = _plain_cells(group, info.name, metric, WORST)
+            worst = _rate_cells(group, info.name, metric, WORST)
             if worst:
                 ax.plot([c.setting.value for c in worst], [getattr(c, metric).value for c in worst], marker=marker,
                         color=colour, linestyle="--", fillstyle="none", label=f"{info.title}, {WORST}")
