@@ -282,7 +282,7 @@ def parse_attacks(table: dict, scale: str, images, seeds, settings) -> list[Reco
                                      setting, image, seed)
                   for dataset in datasets for attacker, faced in against.items() for setting in faced
                   for image in block_images for seed in block_seeds]
-    keys = [canonical_json({k: str(v) for k, v in s.params().items()}) for s in specs]
+    keys = [tuple(s.params().items()) for s in specs]
     if len(set(keys)) != len(keys):
         raise GridError("attacks: two blocks list the same run")
     return specs

@@ -91,8 +91,10 @@ def ratio_interval(numerator, denominator) -> Estimate | None:
     value = float(_ratio(a, b))
     if math.isnan(value):
         return None
-    if a.size == 1 or (np.all(a == a[0]) and np.all(b == b[0])):
-        return Estimate(value, None if a.size == 1 else value, None if a.size == 1 else value, a.size)
+    if a.size == 1:
+        return Estimate(value, None, None, 1)
+    if np.all(a == a[0]) and np.all(b == b[0]):  # every resample gives the same ratio
+        return Estimate(value, value, value, a.size)
     with np.errstate(invalid="ignore"):
         low, high = _bootstrap((a, b), _ratio, paired=True)
     return Estimate(value, low, high, a.size)
