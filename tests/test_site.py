@@ -9,6 +9,7 @@ browser is ever downloaded (``playwright install`` is not needed). Every page mu
   stderr (``.output.stderr``). The build already fails on a raising cell; stderr is counted
   too because in a textbook a warning box is something the reader trips over. A notebook that
   means to show stderr can tag the cell ``remove-stderr`` or redirect it;
+* no source shown as text: a Markdown table, a MyST role or directive, TeX outside MathJax;
 * no MathJax error (``mjx-merror``: an unknown macro or malformed TeX), no display equation
   cut off on the left, and none wider than the text column at 1280 px (long ones are broken
   over lines; on a phone they scroll, with a visible scroll bar);
@@ -21,7 +22,8 @@ browser is ever downloaded (``playwright install`` is not needed). Every page mu
 and pages with sliders (chapters 04 and 05 must have one) must react to the keyboard: focusing
 a frame slider's handle and pressing ArrowRight shows a different frame, ArrowLeft the first
 one again; every chapter's exercises have solutions that stay hidden until clicked open; and at
-390 px (a phone) no page is wider than the screen. Full-page screenshots of every page at 1280
+390 px (a phone) no page is wider than the screen and no output image is drawn below
+``LEGIBLE_SCALE`` of its natural size (its text stays legible; it scrolls sideways instead). Full-page screenshots of every page at 1280
 and 390 px go to ``_build/screenshots/``.
 
 Without a built site or without Chromium these tests skip, saying why; with
@@ -30,6 +32,7 @@ Without a built site or without Chromium these tests skip, saying why; with
 from __future__ import annotations
 
 import functools
+import importlib.util
 import http.server
 import os
 import threading
@@ -54,6 +57,14 @@ HARMLESS_CONSOLE_ERRORS: list[tuple[str, str]] = []
 SLIDER_PAGES = ("notebooks/04_", "notebooks/05_")
 FRAME_SLIDER = ".soteria-frame-slider"  # soteria_lib.widgets.FRAME_SLIDER_CLASS
 ERROR_OUTPUTS = ".output.traceback, .output.error, .output.stderr"
+
+
+def _site_scripts():
+    """tools/site_scripts.py, the Sphinx extension whose scripts these pages run."""
+    spec = importlib.util.spec_from_file_location("site_scripts", REPO / "tools" / "site_scripts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def toc_pages(toc: Path = REPO / "_toc.yml") -> list[str]:
@@ -157,6 +168,8 @@ def test_page(page_path, site_url, browser):
         overflowing = page.evaluate(_OVERFLOWING_EQUATIONS)
         assert not overflowing, f"display equations wider than the text column at 1280 px: {overflowing}"
         assert "Error displaying widget" not in page.locator("body").inner_text()
+        raw = page.evaluate(_RAW_MARKUP)
+        assert not raw, f"Markdown or MyST shown as text instead of rendered: {raw}"
         unlabelled = page.evaluate(_UNLABELLED_IMAGES)
         assert not unlabelled, f"output images that are not numbered figures with a described alt text: {unlabelled}"
 
@@ -175,6 +188,8 @@ def test_page(page_path, site_url, browser):
         page.set_viewport_size({"width": 390, "height": 844})  # a phone
         page.wait_for_timeout(300)
         page.screenshot(path=str(SCREENSHOTS / f"{page_path.replace('/', '__')}__390.png"), full_page=True)
+        small = page.evaluate(_SHRUNKEN_IMAGES, LEGIBLE_SCALE)
+        assert not small, f"output images drawn below {LEGIBLE_SCALE:.0%} of their size at 390 px: {small}"
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 391, f"at 390 px the page is {width} px wide: something does not wrap or scroll"
     finally:
@@ -211,12 +226,26 @@ def _wait_for_mathjax(page) -> None:
 # Display equations that start left of their box, where no scroll bar reaches.
 _CLIPPED_EQUATIONS = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(
     eq => eq.getBoundingClientRect().left < eq.parentElement.getBoundingClientRect().left - 1).length"""
+# Paragraphs and list items that show source instead of its rendering: a Markdown table (a
+# line of "| a | b |"), a MyST role or directive, or TeX delimiters outside MathJax.
+_RAW_MARKUP = r"""() => [...document.querySelectorAll('.bd-article p, .bd-article li')].filter(el => {
+    const text = el.textContent;
+    return /^\s*\|.*\|\s*$/m.test(text) || /\{(eq|numref|doc|cite|ref)\}`/.test(text) || /```\{/.test(text)
+        || /(^|[^\\])\$\$/.test(text) || /\\(frac|tfrac|varepsilon|eta|mu)\b/.test(text);
+}).map(el => el.textContent.slice(0, 80))"""
 # Output images (outside widgets) that are not in a numbered figure, or whose alt text is empty or
 # a file name (MyST-NB's default is the image's hash).
 _UNLABELLED_IMAGES = """() => [...document.querySelectorAll('.cell_output img')].filter(img =>
     !img.closest('.jupyter-widgets, .widget-subarea') && (!img.closest('figure')
         || !img.alt || /^[0-9a-f]{16,}/.test(img.alt) || /\\.(png|svg|jpe?g)$/.test(img.alt))
 ).map(img => img.alt || img.src.slice(-40))"""
+LEGIBLE_SCALE = _site_scripts().LEGIBLE_SCALE
+# Visible output images (figures and slider frames) drawn below the given fraction of their
+# natural width: their text would shrink below legibility (tools/site_scripts.py).
+_SHRUNKEN_IMAGES = """(scale) => [...document.querySelectorAll('.cell_output img')].filter(img =>
+    img.naturalWidth && img.offsetParent !== null
+    && img.getBoundingClientRect().width < img.naturalWidth * scale - 1
+).map(img => `${img.alt || img.src.slice(-40)}: ${Math.round(img.getBoundingClientRect().width)} of ${img.naturalWidth} px`)"""
 # Display equations wider than their box (they would need a scroll bar at this width).
 _OVERFLOWING_EQUATIONS = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(
     eq => eq.scrollWidth > eq.clientWidth + 1).map(eq => eq.textContent.slice(0, 80))"""

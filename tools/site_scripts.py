@@ -1,4 +1,4 @@
-"""Sphinx extension (listed in _config.yml) that fixes three script problems of the book's pages.
+"""Sphinx extension (listed in _config.yml) that fixes four problems of the book's pages.
 
 * Sphinx 7.4 registers an inline script that an extension adds after the builder started (as
   sphinx-thebe and sphinx-togglebutton do) twice, once with the file name ``None`` and once
@@ -7,6 +7,11 @@
 * A frame slider's handle announces its position ("2") to a screen reader; :data:`SLIDER_LABELS`
   gives it the label the reader sees as its value (``aria-valuetext``, "20 %") and the
   slider's description as its name, and keeps the value current as the slider moves.
+* A figure wider than a phone's column (a viewport under ``NARROW_SCREEN``) is scaled down until its text is a few pixels high;
+  :data:`LEGIBLE_FIGURES` keeps every output image at least ``LEGIBLE_SCALE`` of its natural
+  size (the figures are drawn at 100 dpi, where the smallest text, 8 pt, is 11 px: it stays
+  near 9 px), in a
+  box that scrolls sideways, as wide code does.
 * ipywidgets 8 typesets widget labels with the MathJax 2 call
   ``MathJax.Hub.Queue(["Typeset", MathJax.Hub, element])``, an error under the MathJax 3 the
   book uses. :data:`MATHJAX_HUB_SHIM` forwards that call to MathJax 3's ``typesetPromise``.
@@ -50,6 +55,36 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 
+LEGIBLE_SCALE = 0.8
+NARROW_SCREEN = 768  # px of viewport below which figures keep LEGIBLE_SCALE and scroll
+
+LEGIBLE_FIGURES = """
+function soteriaLegibleFigures() {
+  document.querySelectorAll("div.cell_output img").forEach((img) => {
+    if (!img.naturalWidth || !img.parentElement) return;  // not loaded yet: its load event returns here
+    if (img.parentElement.tagName === "FIGURE") {  // scroll the image alone, not its caption
+      const wrap = document.createElement("div");
+      img.before(wrap);
+      wrap.append(img);
+    }
+    const box = img.parentElement;
+    box.classList.add("soteria-figure-box");
+    const least = Math.round(img.naturalWidth * %s);
+    // on a phone or small tablet the column would draw it below the legible scale; a desktop
+    // column shows the whole figure, as the reader expects
+    const shrunk = window.innerWidth < %d && box.clientWidth < least;
+    img.style.maxWidth = shrunk ? "none" : "";
+    img.style.width = shrunk ? least + "px" : "";
+  });
+}
+window.addEventListener("load", soteriaLegibleFigures);
+window.addEventListener("resize", soteriaLegibleFigures);
+document.addEventListener("load", (event) => {  // images that arrive later (widget frames)
+  if (event.target.tagName === "IMG") soteriaLegibleFigures();
+}, true);
+""" % (LEGIBLE_SCALE, NARROW_SCREEN)
+
+
 def _dedupe(app, pagename, templatename, context, doctree):
     scripts, seen, unique = context.get("script_files") or [], set(), []
     for script in scripts:
@@ -63,5 +98,6 @@ def _dedupe(app, pagename, templatename, context, doctree):
 def setup(app):
     app.add_js_file(None, body=MATHJAX_HUB_SHIM)
     app.add_js_file(None, body=SLIDER_LABELS)
+    app.add_js_file(None, body=LEGIBLE_FIGURES)
     app.connect("html-page-context", _dedupe, priority=900)  # after myst-nb adds its own scripts
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -64,7 +64,7 @@ def mse_against_rate(groups: list[Group], metric: str = "mse") -> Figure:
         ax.set_xlabel("pruning rate (%)")
         ax.set_ylabel(f"median {metric}")
         ax.set_title(title(group, short=True), fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     return fig
 
 

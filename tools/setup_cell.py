@@ -1,0 +1,77 @@
+"""Write the set-up cell into every notebook, from the repository named in _config.yml.
+
+    .venv/bin/python tools/setup_cell.py          # after changing repository.url or branch
+
+The cell is each notebook's first code cell (right after the scale box). Outside a checkout
+(Colab, Binder, a copied notebook) it installs soteria-lib, whose wheel carries the results the
+chapters read; where the library is installed it does nothing. The launch buttons and this cell
+thus name one repository; tests/test_colab.py checks that every notebook holds this exact cell.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TAG = "soteria-setup"
+
+TEMPLATE = '''\
+# Set-up for Colab, Binder or a notebook copied out of the repository: install soteria-lib (its
+# wheel carries the results the chapters read) unless it is installed. In a checkout: nothing.
+import importlib.util
+import os
+import subprocess
+import sys
+
+SOURCE = os.environ.get("SOTERIA_LIB_SOURCE", "git+{url}@{branch}")  # a pip requirement or path
+if importlib.util.find_spec("soteria_lib") is None:
+    print(f"installing soteria-lib from {{SOURCE}} ...")
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-color", SOURCE],
+                         capture_output=True, text=True, env={{**os.environ, "GIT_TERMINAL_PROMPT": "0"}})
+    if pip.returncode != 0:
+        reason = (pip.stderr.strip().splitlines() or ["pip gave no reason"])[-1]
+        raise RuntimeError(f"could not install soteria-lib from {{SOURCE}} ({{reason}}); "
+                           "without a network, pip-install it from a copy and run this cell again")
+    importlib.invalidate_caches()'''
+
+
+def setup_source(config: Path = ROOT / "_config.yml") -> str:
+    """The cell's code for the repository and branch of the book's configuration."""
+    repository = yaml.safe_load(config.read_text())["repository"]
+    return TEMPLATE.format(url=repository["url"].rstrip("/"), branch=repository.get("branch", "main"))
+
+
+def _lines(text: str) -> list[str]:
+    parts = text.split("\n")
+    return [line + "\n" for line in parts[:-1]] + [parts[-1]]
+
+
+def write_cell(notebook: Path, source: str) -> bool:
+    """Put the set-up cell after the scale box of ``notebook``; True when the file changed."""
+    before = notebook.read_text()
+    book = json.loads(before)
+    cells = [cell for cell in book["cells"] if TAG not in cell["metadata"].get("tags", [])]
+    scale_box = next(i for i, cell in enumerate(cells) if "".join(cell["source"]).startswith("```{admonition} Scale"))
+    old = next((cell for cell in book["cells"] if TAG in cell["metadata"].get("tags", [])), None)
+    cells.insert(scale_box + 1, {
+        "cell_type": "code", "execution_count": None, "id": old["id"] if old else uuid.uuid4().hex[:8],
+        "metadata": {"tags": ["remove-cell", TAG]}, "outputs": [], "source": _lines(source)})
+    book["cells"] = cells
+    after = json.dumps(book, indent=1, ensure_ascii=False) + "\n"
+    notebook.write_text(after)
+    return after != before
+
+
+def main() -> int:
+    source = setup_source()
+    changed = [path.name for path in sorted((ROOT / "notebooks").glob("*.ipynb")) if write_cell(path, source)]
+    print(f"set-up cell written; changed: {', '.join(changed) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
