@@ -1,6 +1,7 @@
 """Command line of the reproduction sweep (also installed as ``soteria-experiments``).
 
     python -m soteria_lib.experiments run GRID.toml [--output results/GRID.csv] [--workers N]
+                                         [--backend ray [--address HOST:PORT]]
     python -m soteria_lib.experiments summarize RESULTS.csv [--fedavg results/fedavg] [--output results/summary.md]
     python -m soteria_lib.experiments study STUDY.toml [--output results/STUDY.csv] [--workers N]
 
@@ -31,7 +32,8 @@ from .sweep.grid import DEFAULT_FEDAVG_OUTPUT, GridError, load_grid
 from .sweep.plots import save_figures
 from .sweep.report import render
 from .sweep.results import ResultsError
-from .sweep.runner import RunFailed, execute, plan, read_sessions
+from .sweep.cluster import RayMissing, require_ray
+from .sweep.runner import BACKENDS, RunFailed, execute, plan, read_sessions
 from .sweep.summary import missing_cells, summarize, to_json
 
 PROG = "soteria-experiments"
@@ -52,6 +54,11 @@ def build_parser() -> Parser:
     run.add_argument("--fedavg", default=None,
                      help=f"FedAvg folder (default: the grid's, else {DEFAULT_FEDAVG_OUTPUT})")
     run.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--backend", default="local", choices=sorted(BACKENDS),
+                     help="local: worker processes on this host (default); ray: one Ray task per run")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster to run on (HOST:PORT of `ray start --head`; default: a local Ray "
+                          "with --workers x --threads CPUs); ray backend only")
     study = commands.add_parser("study", help="PSNR against iterations of undefended attacks (choosing a budget)")
     study.add_argument("file", help="study file, e.g. experiments/convergence.toml")
     study.add_argument("--output", default=None, help="CSV (default: results/<file name>.csv); the Markdown "
@@ -77,21 +84,27 @@ def _fail(command: str, message: str, code: int = 2) -> int:
 def run_command(args) -> int:
     output = Path(args.output or f"results/{Path(args.grid).stem}.csv")
     try:
+        if args.address is not None and args.backend != "ray":
+            raise ValueError("--address names a Ray cluster: add --backend ray")
+        if args.backend == "ray":
+            require_ray()
         device = str(resolve_device(args.device))
         grid = load_grid(args.grid, args.fedavg)
         check_writable_file(output, "results file")
         if grid.fedavg:
             check_writable_folder(grid.fedavg_output, "FedAvg folder")
         sweep = plan(grid, output, args.data_root)
-    except (GridError, ResultsError, DatasetNotFoundError, ValueError) as exc:
+    except (GridError, ResultsError, DatasetNotFoundError, ValueError, RayMissing) as exc:
         return _fail("run", str(exc))
     print(f"{len(sweep.tasks)} runs to do; {sweep.skipped_runs} reconstructions and {sweep.skipped_fedavg} "
           f"FedAvg runs already done -> {output}", file=sys.stderr)
     try:
         session = execute(sweep, output, args.workers, args.threads, device, args.data_root, not args.no_progress,
-                          command=args.command_line)
+                          command=args.command_line, backend=args.backend, address=args.address)
     except RunFailed as exc:
         return _fail("run", f"{exc}; finished runs are kept, run again to resume", 1)
+    except ConnectionError as exc:  # Ray found no cluster at --address
+        return _fail("run", f"no Ray cluster at {args.address}: {str(exc).splitlines()[0]}", 1)
     except KeyboardInterrupt:
         return _fail("run", "interrupted; finished runs are kept, run again to resume", interrupted_code())
     print(f"done: {session['runs_done']} reconstructions and {session['fedavg_done']} FedAvg runs in "

@@ -18,6 +18,7 @@ from ._cli import (Parser, check_writable_folder, exit_with, fail, finite_float,
                    interrupted_code, non_negative_float, non_negative_int, positive_float, positive_int,
                    seed_int)
 from .data import DATASETS, DatasetNotFoundError
+from .privacy import OpacusMissing
 from .defenses import defense_names
 from .federated import FedAvgConfig, FedAvgExperiment, run_experiment
 from .models import MODELS
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = experiment_from(args)
         check_writable_folder(args.output)
         result = run_experiment(experiment, args.output, args.device, args.data_root, not args.no_progress)
-    except (ValueError, DatasetNotFoundError) as exc:
+    except (ValueError, DatasetNotFoundError, OpacusMissing) as exc:
         return fail(PROG, str(exc))
     except FloatingPointError as exc:
         return fail(PROG, f"the run failed: {exc}", 1)
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                           "command again to resume", interrupted_code())
     print(f"final accuracy {result['final_accuracy']:.4f} after {experiment.training.rounds} rounds "
           f"({result['seconds']:.1f}s on {result['device']}) -> {args.output}/metrics.json")
+    if result["privacy"]:
+        budget = result["privacy"]
+        print(f"privacy: epsilon {budget['epsilon']:.3g} at delta {budget['delta']:g} for each example of the "
+              f"worst client ({budget['steps']} DP-SGD steps at sample rate {budget['sample_rate']:.3g})")
     return 0
 
 

@@ -41,6 +41,7 @@ from .defenses import defense_params, get_defense
 from .files import json_writer, write_atomic, write_together
 from .models import MODELS, get_model
 from .plotting import plot_accuracy
+from .privacy import fedavg_budget
 from .runtime import check_seed, resolve_device, seed_everything, where_it_ran
 from .scales import get_scale
 from .threat import Defense, PrivateBatch, share_update
@@ -170,6 +171,24 @@ class FedAvgDiverged(FloatingPointError):
         self.round, self.history = round, history
 
 
+def client_parts(labels: torch.Tensor, config: FedAvgConfig) -> list[torch.Tensor]:
+    """The indices of each client's examples: the IID or Dirichlet split of ``config``."""
+    if config.iid:
+        return split_iid(len(labels), config.clients, config.seed)
+    return split_dirichlet(labels.cpu(), config.clients, config.alpha, config.seed)
+
+
+def privacy_budget(experiment: "FedAvgExperiment", labels: torch.Tensor) -> dict | None:
+    """(epsilon, delta) of the federation's worst client for a DP-SGD run (None for any other
+    defense, which clips nothing per example and has no finite epsilon); :mod:`.privacy`."""
+    if experiment.defense != "dp-sgd":
+        return None
+    training = experiment.training
+    sizes = [len(part) for part in client_parts(labels, training)]
+    return asdict(fedavg_budget(sizes, training.rounds, training.local_epochs, training.batch_size,
+                                experiment.noise or 0.0))
+
+
 def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                config: FedAvgConfig, defense: Defense | None = None, checkpoint: str | Path | None = None,
                progress: bool = True, on_round: Callable[[dict], None] | None = None,
@@ -181,10 +200,7 @@ def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test:
     same ``config`` and ``run_tag`` (whatever else identifies the run: data, model, defense).
     """
     inputs, labels = train
-    if config.iid:
-        parts = split_iid(len(labels), config.clients, config.seed)
-    else:
-        parts = split_dirichlet(labels.cpu(), config.clients, config.alpha, config.seed)
+    parts = client_parts(labels, config)
     history = [{"round": 0, **evaluate(model, *test), "seconds": 0.0}]
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and checkpoint.exists():
@@ -320,6 +336,7 @@ def run_experiment(experiment: FedAvgExperiment, output: str | Path | None = Non
         out.mkdir(parents=True, exist_ok=True)
     run_tag = {**{k: v for k, v in experiment.identity().items() if k not in asdict(experiment.training)},
                "data": fingerprint(train, test)}
+    privacy = privacy_budget(experiment, train[1])  # before training: a missing extra fails at once
     start, diverged = time.perf_counter(), None
     try:
         history = run_fedavg(model, train, test, experiment.training, experiment.build_defense(),
@@ -331,7 +348,8 @@ def run_experiment(experiment: FedAvgExperiment, output: str | Path | None = Non
         history, diverged = exc.history, exc.round
     result = {**experiment.identity(), **where_it_ran(device), "train_examples": len(train[1]),
               "test_examples": len(test[1]), "final_accuracy": history[-1]["accuracy"],
-              "diverged_round": diverged, "seconds": round(time.perf_counter() - start, 2), "history": history}
+              "diverged_round": diverged, "privacy": privacy, "seconds": round(time.perf_counter() - start, 2),
+              "history": history}
     if out is not None:
         write_together({out / "accuracy.png": lambda tmp: plot_accuracy({experiment.defense: history}, tmp),
                         out / "metrics.json": json_writer(result)})

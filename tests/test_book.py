@@ -16,3 +16,16 @@ def _text(path: Path) -> str:
 def test_the_intro_chapter_5_and_chapter_8_state_the_verdict_in_the_same_words():
     for page in ("book/intro.md", "notebooks/05_baselines_tradeoff.ipynb", "notebooks/08_limits.ipynb"):
         assert VERDICT in " ".join(_text(ROOT / page).split()), page
+
+
+def test_every_file_of_the_project_that_a_page_names_exists():
+    """A page pointing at a test, benchmark, tool or module that is not there is a dead pointer."""
+    import re
+
+    pages = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "book").glob("*.md")) + [ROOT / "README.md"]
+    named = {(page.name, path) for page in pages
+             for path in re.findall(r"\b((?:tests|bench|tools|soteria_lib|binder)/[\w/.-]*\w\.(?:py|sh|txt))\b",
+                                    _text(page))}
+    assert named, "the pattern should find the files the pages name"
+    missing = sorted((page, path) for page, path in named if not (ROOT / path).is_file())
+    assert not missing, missing

@@ -74,4 +74,4 @@ def test_a_registered_defense_appears_in_the_summary_tables(toy, tmp_path):
     text = render(groups, accuracies, csv, tmp_path / "no-fedavg", [], [])
     assert "| shrink 30% | " in text and "(n=1" in text
     figure = mse_against_rate(groups)
-    assert "shrinking" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "shrinking" in [t.get_text() for t in figure.legends[0].get_texts()]  # one legend below the panels

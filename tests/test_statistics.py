@@ -41,6 +41,9 @@ def test_mean_interval_is_student_t():
     half = 4.302652729911275 * 0.01 / math.sqrt(3)  # t(0.975, 2) * s / sqrt(n)
     assert estimate.value == pytest.approx(0.91)
     assert (estimate.low, estimate.high) == (pytest.approx(0.91 - half), pytest.approx(0.91 + half))
+    # three seeds far apart: the t interval of an accuracy would reach below 0; it stops there
+    spread = mean_interval([0.05, 0.10, 0.45], within=(0.0, 1.0))
+    assert spread.low == 0.0 and spread.high == pytest.approx(0.2 + 4.302652729911275 * 0.2179449 / math.sqrt(3))
 
 
 def test_matching_rule():
@@ -131,6 +134,7 @@ def test_the_summary_names_the_cells_a_grid_still_lacks(tmp_path):
         append_row(csv, _row(target_id=image, mse=0.01))
     for image in range(2):
         append_row(csv, _row(defense="soteria", pruning_rate=40.0, target_id=image, mse=2.0, diverged=True))
+    append_row(csv, _row(attacker="mask-aware", mse=0.01))  # a row of a cell the grid no longer has
     out = tmp_path / "s.md"
     assert experiments.main(["summarize", str(csv), "--fedavg", str(tmp_path / "none"), "--grid", str(grid_file),
                              "--output", str(out)]) == 0
@@ -139,3 +143,4 @@ def test_the_summary_names_the_cells_a_grid_still_lacks(tmp_path):
         ("soteria 40%", "plain", 2, 5), ("soteria 40%", "layer-dropping", 0, 5)]
     text = out.read_text()
     assert "2 cells of the grid are not complete yet" in text and "(n=2/5, 2 div.)" in text
+    assert "(n=1, not in the grid)" in text and "/0" not in text

@@ -5,9 +5,9 @@
 #   source tools/setup_env.sh      # or source it (tools/test.sh, tools/book.sh do)
 #
 # - creates .venv with python3.11 (override: PYTHON=/path/to/python) if absent;
-# - installs requirements.txt (exact pins) and the package itself (-e .), but
-#   skips pip when .venv/.soteria-setup-stamp holds the hash of
-#   requirements.txt + pyproject.toml + this script;
+# - installs requirements.txt (exact pins), requirements-extras.txt (the optional
+#   extras: Ray, Opacus) and the package itself (-e .), but skips pip when
+#   .venv/.soteria-setup-stamp holds the hash of those files + pyproject.toml + this script;
 # - if SOTERIA_DATA is set to a relative path, exports it as an absolute path
 #   (resolved against the directory you ran the command from), because
 #   notebooks execute with their own folder as working directory.
@@ -41,14 +41,14 @@ _soteria_setup() {
     fi
 
     local stamp=.venv/.soteria-setup-stamp want have=""
-    want="$(cat requirements.txt pyproject.toml tools/setup_env.sh | sha256sum | cut -d' ' -f1)" || return 1
+    want="$(cat requirements.txt requirements-extras.txt pyproject.toml tools/setup_env.sh | sha256sum | cut -d' ' -f1)" || return 1
     [[ -f "$stamp" ]] && have="$(cat "$stamp")"
     if [[ "$want" == "$have" ]]; then
         echo "setup_env: .venv up to date (stamp matches), skipping pip" >&2
     else
-        echo "setup_env: installing requirements.txt and -e . into .venv" >&2
+        echo "setup_env: installing requirements.txt, requirements-extras.txt and -e . into .venv" >&2
         rm -f "$stamp"
-        .venv/bin/python -m pip install --quiet -r requirements.txt -e . \
+        .venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-extras.txt -e . \
             || { echo "setup_env: pip install failed" >&2; return 1; }
         echo "$want" > "$stamp"
     fi

@@ -1,7 +1,8 @@
 """The book's two sweep figures, one panel per experiment: MSE against pruning rate (Soteria and
 gradient pruning, median with its 95 % band for the plain attacker, the worst case dashed, the
 undefended median dotted), and MSE against FedAvg accuracy (every defense setting that has an
-accuracy, with both intervals). Chapter 5 shows them;
+accuracy, with both intervals; a defense's settings joined by strength, the weakest and strongest
+labelled). One legend sits below the panels. Chapter 5 shows them;
 colours, markers and titles come from the defenses' registrations."""
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ def _panels(count: int) -> tuple[Figure, list]:
     for ax in axes[count:]:
         ax.set_visible(False)
     return fig, axes[:count]
+
+
+def _legend_below(fig: Figure, axes: list) -> None:
+    """One legend for every panel, below them, where it covers no data (each label once)."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=min(len(entries), 3),
+                   fontsize=8, frameon=False)
 
 
 def _rate_cells(group: Group, defense: str, metric: str, attacker: str = "plain") -> list:
@@ -60,11 +72,11 @@ def mse_against_rate(groups: list[Group], metric: str = "mse") -> Figure:
             if setting.defense == "none" and cell is not None and _finite([getattr(cell, metric).value]):
                 ax.axhline(getattr(cell, metric).value, color="black", linestyle=":", linewidth=1, label="no defense")
         if metric == "mse" and ax.get_ylim()[1] > DIVERGED_MSE:
-            ax.axhline(DIVERGED_MSE, color="grey", linestyle=":", linewidth=1, label="diverged above")
+            ax.axhline(DIVERGED_MSE, color="grey", linestyle="-.", linewidth=1, label="diverged above")
         ax.set_xlabel("pruning rate (%)")
         ax.set_ylabel(f"median {metric}")
         ax.set_title(title(group, short=True), fontsize=10)
-        ax.legend(fontsize=8)
+    _legend_below(fig, axes)
     return fig
 
 
@@ -73,7 +85,7 @@ def mse_against_accuracy(groups: list[Group], accuracies: dict, metric: str = "m
     fig, axes = _panels(len(groups))
     for ax, group in zip(axes, groups):
         ax.set_yscale("log")
-        shown = set()
+        shown, path = set(), {}
         for setting in group.settings:
             cell, accuracy = group.cell(setting), group.accuracy(accuracies, setting)
             if cell is None or accuracy is None or not _finite([getattr(cell, metric).value]):
@@ -87,13 +99,16 @@ def mse_against_accuracy(groups: list[Group], accuracies: dict, metric: str = "m
                     [[value.value - value.low], [value.high - value.value]])
             ax.errorbar(100 * mean.value, value.value, xerr=xerr, yerr=yerr, color=colour, marker=marker,
                         label=label, capsize=2, linewidth=0.8)
-            ax.annotate(f"{setting.value:g}" if setting.parameter else "", (100 * mean.value, value.value),
-                        fontsize=8, xytext=(3, 3), textcoords="offset points")
+            path.setdefault(setting.defense, []).append((setting.value, 100 * mean.value, value.value, colour))
+        for points in path.values():  # a defense's settings joined in order of strength; its two ends labelled
+            points.sort()
+            ax.plot([p[1] for p in points], [p[2] for p in points], color=points[0][3], linewidth=0.6, alpha=0.5)
+            for strength, x, y, _ in {points[0], points[-1]} if len(points) > 1 else []:
+                ax.annotate(f"{strength:g}", (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(f"FedAvg test accuracy (%), {group.accuracy_dataset or 'none'}")
         ax.set_ylabel(f"median {metric}, plain attacker")
         ax.set_title(title(group, short=True), fontsize=10)
-        if shown:
-            ax.legend(fontsize=8)
+    _legend_below(fig, axes)
     return fig
 
 

@@ -83,18 +83,28 @@ def verdict(groups: list[Group]) -> list[str]:
 
 def accuracy_section(accuracies: dict) -> list[str]:
     ordered = sorted(accuracies.values(), key=lambda a: (a.dataset, a.setting.sort_key()))
-    return table(["dataset", "defense", "test accuracy, mean [95 % CI]", "seeds", "per seed", "diverged", "model",
-                  "scale", "test examples", "rounds"],
-                 [[dataset_name(a.dataset), a.setting.label(), percent_interval(a.mean), str(len(a.seeds)),
-                   ", ".join(f"{100 * v:.2f}" for v in a.values), str(a.diverged), str(a.model), str(a.scale),
-                   str(a.test_examples), str(a.rounds)] for a in ordered])
+    return table(["dataset", "defense", "test accuracy, mean [95 % CI]", "epsilon (delta 1e-5)", "seeds",
+                  "per seed", "diverged", "model", "scale", "test examples", "rounds"],
+                 [[dataset_name(a.dataset), a.setting.label(), percent_interval(a.mean), epsilon_text(a.epsilon),
+                   str(len(a.seeds)), ", ".join(f"{100 * v:.2f}" for v in a.values), str(a.diverged), str(a.model),
+                   str(a.scale), str(a.test_examples), str(a.rounds)] for a in ordered])
+
+
+def epsilon_text(epsilon: float | None) -> str:
+    """A setting's epsilon: a DP-SGD budget, infinite for noise that clips nothing per example."""
+    if epsilon is None:
+        return ""
+    return "∞ (nothing clipped per example)" if math.isinf(epsilon) else f"{epsilon:.3g}"
 
 
 def _cell_text(group: Group, setting, attacker: str) -> str:
     cell = group.cell(setting, attacker)
     if cell is None:
         return ""
-    runs = f"{cell.runs}" if cell.expected in (None, cell.runs) else f"{cell.runs}/{cell.expected}"
+    if cell.expected in (None, cell.runs):
+        runs = f"{cell.runs}"
+    else:  # runs done of those the grid asks for; rows of a cell the grid no longer has are kept, and said so
+        runs = f"{cell.runs}/{cell.expected}" if cell.expected else f"{cell.runs}, not in the grid"
     diverged = f", {cell.diverged} div." if cell.diverged else ""
     return f"{interval(cell.mse)} (n={runs}{diverged})"
 

@@ -38,6 +38,7 @@ from ..defenses.soteria import keep_recent_norms, recent_norms
 from ..federated import read_result, run_experiment
 from ..files import write_json
 from ..pipeline import run_reconstruction
+from . import cluster
 from .grid import FedAvgSpec, Grid, GridError, ReconstructionSpec
 from .results import RESULTS, ResultsError, Table, prepare, result_row, run_key
 
@@ -219,24 +220,42 @@ def finished(tasks: list, workers: int, threads: int, device: str, data_root: st
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _on_this_host(tasks, workers, threads, device, data_root, commit, address):
+    if address is not None:
+        raise ValueError("an address names a Ray cluster: use it with the ray backend")
+    return finished(tasks, workers, threads, device, data_root, commit)
+
+
+def _on_ray(tasks, workers, threads, device, data_root, commit, address):
+    return cluster.finished(tasks, workers, threads, device, data_root, commit, address, recent=RECENT_NORMS)
+
+
+# Backend name -> how the runs are spread: worker processes here, or Ray tasks (soteria_lib.sweep.cluster).
+BACKENDS = {"local": _on_this_host, "ray": _on_ray}
+
+
 def execute(sweep: Plan, csv_path: Path, workers: int = 1, threads: int | None = None, device: str = "cpu",
-            data_root: str | None = None, progress: bool = True, command: str = "") -> dict:
+            data_root: str | None = None, progress: bool = True, command: str = "", backend: str = "local",
+            address: str | None = None) -> dict:
     """Run every task of ``sweep``, appending each finished run's rows to ``csv_path``.
 
+    ``backend`` is a key of :data:`BACKENDS`; ``address`` names a Ray cluster (ray backend only).
     Returns the session record (also appended to ``<csv>.sessions.json``); a failing run
     stops the sweep with :class:`RunFailed`.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
     threads = threads or default_threads(workers)
     commit = git_commit()
-    session = {"command": command, "workers": workers, "threads_per_worker": threads, "device": device,
-               "commit": commit, "version": __version__,
+    session = {"command": command, "backend": backend, "address": address, "workers": workers,
+               "threads_per_worker": threads, "device": device, "commit": commit, "version": __version__,
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "runs_skipped": sweep.skipped_runs, "fedavg_skipped": sweep.skipped_fedavg,
                "runs_done": 0, "fedavg_done": 0, "status": "failed", "load_average_start": _load_average()}
     start = time.perf_counter()
     bar = tqdm(total=len(sweep.tasks), desc="sweep", unit="run", disable=not progress, smoothing=0.05)
     try:
-        for task, rows in finished(sweep.tasks, workers, threads, device, data_root, commit):
+        for task, rows in BACKENDS[backend](sweep.tasks, workers, threads, device, data_root, commit, address):
             if isinstance(task, FedAvgSpec):
                 session["fedavg_done"] += 1
             else:

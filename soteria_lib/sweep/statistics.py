@@ -100,8 +100,9 @@ def ratio_interval(numerator, denominator) -> Estimate | None:
     return Estimate(value, low, high, a.size)
 
 
-def mean_interval(values) -> Estimate:
-    """The mean with its Student-t interval (none from a single value)."""
+def mean_interval(values, within: tuple[float, float] = (-np.inf, np.inf)) -> Estimate:
+    """The mean with its Student-t interval (none from a single value), cut to the range ``within``
+    the quantity can take (an accuracy's interval stops at 0 and 1)."""
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         raise ValueError("no values")
@@ -109,7 +110,7 @@ def mean_interval(values) -> Estimate:
     if values.size == 1:
         return Estimate(mean, None, None, 1)
     half = float(stats.t.ppf((1 + CONFIDENCE) / 2, values.size - 1) * stats.sem(values))
-    return Estimate(mean, mean - half, mean + half, values.size)
+    return Estimate(mean, max(mean - half, within[0]), min(mean + half, within[1]), values.size)
 
 
 def difference_upper(soteria, baseline) -> float:

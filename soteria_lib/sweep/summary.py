@@ -15,6 +15,8 @@ its interval (:data:`~.statistics.INTERVAL_RULE`).
 """
 from __future__ import annotations
 
+import math
+
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,12 +89,24 @@ class Accuracy:
     test_examples: int | None
     rounds: int | None
     diverged: int  # seeds whose training diverged (their value: the last finite global model's)
+    # the largest epsilon over the seeds (delta in the runs' records): a DP-SGD run's; infinite for
+    # a noise baseline that clips nothing per example; None where no privacy is claimed
+    epsilon: float | None = None
 
     def record(self) -> dict:
         return {"dataset": self.dataset, "defense": self.setting.defense, "value": self.setting.value,
                 "label": self.setting.label(), "values": self.values, "seeds": self.seeds, "mean": vars(self.mean),
                 "model": self.model, "scale": self.scale, "test_examples": self.test_examples, "rounds": self.rounds,
-                "diverged": self.diverged}
+                "diverged": self.diverged,  # JSON has no infinity: an infinite epsilon is the string "inf"
+                "epsilon": "inf" if self.epsilon is not None and math.isinf(self.epsilon) else self.epsilon}
+
+
+def epsilon_of(setting: DefenseSetting, runs: list[dict]) -> float | None:
+    """What the runs' records say of the setting's privacy (see :attr:`Accuracy.epsilon`)."""
+    budgets = [m["privacy"]["epsilon"] for m in runs if m.get("privacy")]
+    if budgets:
+        return max(budgets)
+    return math.inf if setting.info.family == "noise" else None
 
 
 @dataclass
@@ -219,9 +233,10 @@ def read_accuracies(root: str | Path) -> dict[tuple[str, DefenseSetting], Accura
         values = [m["final_accuracy"] for m in runs]
         first = runs[0]
         accuracies[(dataset, setting)] = Accuracy(dataset, setting, values, [m.get("seed", 0) for m in runs],
-                                                  mean_interval(values), first.get("model"), first.get("scale"),
+                                                  mean_interval(values, within=(0.0, 1.0)), first.get("model"), first.get("scale"),
                                                   first.get("test_examples"), first.get("rounds"),
-                                                  sum(m.get("diverged_round") is not None for m in runs))
+                                                  sum(m.get("diverged_round") is not None for m in runs),
+                                                  epsilon_of(setting, runs))
     return accuracies
 
 
