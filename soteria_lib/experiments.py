@@ -104,7 +104,7 @@ def run_command(args) -> int:
     except RunFailed as exc:
         return _fail("run", f"{exc}; finished runs are kept, run again to resume", 1)
     except ConnectionError as exc:  # Ray found no cluster at --address
-        return _fail("run", f"no Ray cluster at {args.address}: {str(exc).splitlines()[0]}", 1)
+        return _fail("run", f"no Ray cluster: {str(exc).splitlines()[0]}", 1)
     except KeyboardInterrupt:
         return _fail("run", "interrupted; finished runs are kept, run again to resume", interrupted_code())
     print(f"done: {session['runs_done']} reconstructions and {session['fedavg_done']} FedAvg runs in "

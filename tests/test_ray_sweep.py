@@ -158,3 +158,14 @@ def test_a_missing_ray_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(cluster.RayMissing, match=r"pip install 'soteria-lib\[ray\]'"):
         cluster.require_ray()
+
+
+def test_an_address_where_no_head_listens_is_one_clear_error(tmp_path, capsys):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    port = _free_port()  # nothing listens there
+    assert _run(grid, tmp_path / "x.csv", "--backend", "ray", "--address", f"127.0.0.1:{port}") == 1
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]  # after the plan's "N runs to do" line, one line of error
+    assert "Traceback" not in err and line.startswith(f"soteria-experiments run: error: no Ray cluster: nothing answers at 127.0.0.1:{port}")
+    assert not (tmp_path / "x.csv").exists() or len(read_rows(tmp_path / "x.csv")) == 0

@@ -16,6 +16,8 @@ Ray is an optional extra: ``pip install "soteria-lib[ray]"``.
 from __future__ import annotations
 
 import importlib
+import re
+import socket
 
 from ..data import resolve_root
 from ..defenses.soteria import keep_recent_norms
@@ -35,6 +37,19 @@ def require_ray():
         return importlib.import_module("ray")
     except ImportError:
         raise RayMissing(RAY_MISSING) from None
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` address where nothing listens, in one line (Ray itself retries for
+    minutes); other forms (``auto``, ``ray://...``) are left to Ray."""
+    match = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", address)
+    if match is None:
+        return
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc}); start a head there with "
+                              f"`ray start --head --port={match[2]}`") from None
 
 
 def _run_on_worker(task, device: str, data_root: str | None, commit: str, threads: int, recent: int):
@@ -60,6 +75,8 @@ def finished(tasks: list, workers: int, threads: int, device: str, data_root: st
     ray = require_ray()
     started_here = not ray.is_initialized()
     if started_here:
+        if address:
+            check_reachable(address)
         options = {"address": address} if address else {"num_cpus": workers * threads}
         ray.init(**options, include_dashboard=False, log_to_driver=False, configure_logging=False)
     data_root = str(resolve_root(data_root))  # the driver's folder, on every node (not each worker's default)
