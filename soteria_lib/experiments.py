@@ -32,7 +32,7 @@ from .sweep.grid import DEFAULT_FEDAVG_OUTPUT, GridError, load_grid
 from .sweep.plots import save_figures
 from .sweep.report import render
 from .sweep.results import ResultsError
-from .sweep.cluster import RayMissing, require_ray
+from .ray_cluster import RayMissing, require_ray
 from .sweep.runner import BACKENDS, RunFailed, execute, plan, read_sessions
 from .sweep.summary import missing_cells, summarize, to_json
 

@@ -189,6 +189,26 @@ def privacy_budget(experiment: "FedAvgExperiment", labels: torch.Tensor) -> dict
                                 experiment.noise or 0.0))
 
 
+def round_plan(config: FedAvgConfig, round_index: int, sizes: list[int]) -> list[tuple[int, torch.Tensor]]:
+    """The clients that train in round ``round_index``, in order, each with the generator that
+    orders its batches.
+
+    One stream, seeded by the run's seed and the round, first samples ``max(1, round(C K))``
+    clients, then orders each one's batches in turn (clients without examples are skipped).
+    Each client gets that stream as it stands when the client starts, so a client that trains
+    elsewhere (a Flower node, :mod:`soteria_lib.flower`) draws exactly what it draws here."""
+    stream = torch.Generator().manual_seed(_round_seed(config.seed, round_index))
+    per_round = max(1, round(config.fraction * config.clients))
+    plan = []
+    for k in torch.randperm(config.clients, generator=stream)[:per_round].tolist():
+        if sizes[k] == 0:
+            continue
+        plan.append((k, torch.Generator().set_state(stream.get_state())))
+        for _ in range(config.local_epochs):  # the draws local_sgd makes
+            torch.randperm(sizes[k], generator=stream)
+    return plan
+
+
 def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                config: FedAvgConfig, defense: Defense | None = None, checkpoint: str | Path | None = None,
                progress: bool = True, on_round: Callable[[dict], None] | None = None,
@@ -210,17 +230,13 @@ def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test:
                              "remove it or choose another output folder")
         model.load_state_dict(saved["model"])
         history = saved["history"]
-    per_round = max(1, round(config.fraction * config.clients))
+    sizes = [len(part) for part in parts]
     bar = tqdm(range(len(history), config.rounds + 1), desc="FedAvg", disable=not progress,
                initial=len(history) - 1, total=config.rounds)
     for t in bar:
         start = time.perf_counter()
-        generator = torch.Generator().manual_seed(_round_seed(config.seed, t))
-        chosen = torch.randperm(config.clients, generator=generator)[:per_round].tolist()
         states, weights = [], []
-        for k in chosen:
-            if len(parts[k]) == 0:
-                continue
+        for k, generator in round_plan(config, t, sizes):
             local = copy.deepcopy(model)
             index = parts[k].to(inputs.device)
             try:

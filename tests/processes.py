@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,3 +69,15 @@ def run_main(main, argv: list[str]) -> int:
 
 def interrupt(process: subprocess.Popen, sig: int = signal.SIGINT) -> None:
     os.kill(process.pid, sig)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def reachable(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -12,7 +12,7 @@ import pytest
 from processes import alive, children, finish, interrupt, run_main, start, wait_until
 
 from soteria_lib import experiments
-from soteria_lib.sweep import runner
+from soteria_lib.sweep import runner, tasks
 from soteria_lib.sweep.grid import ReconstructionSpec
 from soteria_lib.sweep.results import prepare, read_rows
 
@@ -52,7 +52,7 @@ def test_two_cell_grid_runs_end_to_end_then_resumes_without_running(tmp_path, mo
     def must_not_run(*args):
         raise AssertionError("a finished run was run again")
 
-    monkeypatch.setitem(runner.TASK_RUNNERS, ReconstructionSpec, must_not_run)
+    monkeypatch.setitem(tasks.TASK_RUNNERS, ReconstructionSpec, must_not_run)
     assert experiments.main(["run", str(grid), "--output", str(csv), "--no_progress"]) == 0
     assert csv.read_bytes() == before  # same rows, same timestamps
     sessions = json.loads(runner.sessions_path(csv).read_text())

@@ -44,7 +44,7 @@ def test_every_notebook_starts_with_the_setup_cell_for_the_configured_repository
     cells = json.loads(path.read_text())["cells"]
     first_code = next(cell for cell in cells if cell["cell_type"] == "code")
     assert _setup_cells(path) == [first_code], "run tools/setup_cell.py"
-    assert "".join(first_code["source"]) == _tool().setup_source(), "run tools/setup_cell.py"
+    assert "".join(first_code["source"]) == _tool().setup_source(notebook=path.stem), "run tools/setup_cell.py"
     assert "remove-cell" in first_code["metadata"]["tags"]  # the static site does not show it
 
 

@@ -7,20 +7,17 @@ extras and must run them.
 """
 import importlib
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from processes import finish, interrupt, run_main, start, wait_until
+from processes import finish, free_port, interrupt, run_main, start, wait_until
 
 from soteria_lib import experiments
-from soteria_lib.sweep import cluster, runner
+from soteria_lib import ray_cluster
+from soteria_lib.sweep import runner
 from soteria_lib.sweep.results import read_rows
 
 if os.environ.get("CI"):
@@ -44,47 +41,6 @@ datasets = ["mnist"]
 max_iterations = 3
 """
 METRICS = ("mse", "psnr", "matching_loss", "iterations", "diverged")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """HOST:PORT of a two-CPU Ray head on 127.0.0.1, stopped with its whole process group."""
-    port = _free_port()
-    temp = Path(f"/tmp/ray-soteria-{os.getpid()}")  # short: Ray's socket paths have a length limit
-    ray_cli = Path(sys.executable).with_name("ray")
-    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-                             f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
-                             "--disable-usage-stats", f"--temp-dir={temp}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
-    address = f"127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _reachable(port), timeout=120, what="the Ray head")
-        yield address
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-        time.sleep(1)
-        try:
-            os.killpg(head.pid, signal.SIGKILL)  # anything of that session still alive
-        except ProcessLookupError:
-            pass
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _reachable(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _run(grid: Path, csv: Path, *extra: str) -> int:
@@ -156,14 +112,14 @@ def test_an_address_without_the_ray_backend_is_one_clear_error(tmp_path, capsys)
 
 def test_a_missing_ray_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
-    with pytest.raises(cluster.RayMissing, match=r"pip install 'soteria-lib\[ray\]'"):
-        cluster.require_ray()
+    with pytest.raises(ray_cluster.RayMissing, match=r"pip install 'soteria-lib\[ray\]'"):
+        ray_cluster.require_ray()
 
 
 def test_an_address_where_no_head_listens_is_one_clear_error(tmp_path, capsys):
     grid = tmp_path / "grid.toml"
     grid.write_text(GRID)
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     assert _run(grid, tmp_path / "x.csv", "--backend", "ray", "--address", f"127.0.0.1:{port}") == 1
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]  # after the plan's "N runs to do" line, one line of error

@@ -12,7 +12,7 @@ from soteria_lib.sweep.grid import load_grid
 from soteria_lib.sweep.plots import mse_against_rate
 from soteria_lib.sweep.report import render
 from soteria_lib.sweep.results import append_row, prepare
-from soteria_lib.sweep.runner import reconstruction_row
+from soteria_lib.sweep.tasks import reconstruction_row
 from soteria_lib.sweep.summary import summarize
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -39,10 +40,32 @@ if importlib.util.find_spec("soteria_lib") is None:
     importlib.invalidate_caches()'''
 
 
-def setup_source(config: Path = ROOT / "_config.yml") -> str:
-    """The cell's code for the repository and branch of the book's configuration."""
+# Chapters that need an optional extra of pyproject.toml: {notebook stem: (extra, module it provides)}.
+EXTRAS = {"09_flower_federation": ("flower", "flwr")}
+
+EXTRA_TEMPLATE = '''
+# This chapter also needs the library's "{extra}" extra, at its pin in pyproject.toml.
+EXTRA = {requirements!r}
+if importlib.util.find_spec("{module}") is None:
+    print(f"installing {{' '.join(EXTRA)}} ...")
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-color", *EXTRA],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        reason = (pip.stderr.strip().splitlines() or ["pip gave no reason"])[-1]
+        raise RuntimeError(f"could not install {{' '.join(EXTRA)}} ({{reason}})")
+    importlib.invalidate_caches()'''
+
+
+def setup_source(config: Path = ROOT / "_config.yml", notebook: str | None = None) -> str:
+    """The cell's code for the repository and branch of the book's configuration; for a chapter
+    in :data:`EXTRAS`, followed by the install of its extra's pinned requirements."""
     repository = yaml.safe_load(config.read_text())["repository"]
-    return TEMPLATE.format(url=repository["url"].rstrip("/"), branch=repository.get("branch", "main"))
+    source = TEMPLATE.format(url=repository["url"].rstrip("/"), branch=repository.get("branch", "main"))
+    if notebook in EXTRAS:
+        extra, module = EXTRAS[notebook]
+        pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][extra]
+        source += EXTRA_TEMPLATE.format(extra=extra, requirements=list(pins), module=module)
+    return source
 
 
 def _lines(text: str) -> list[str]:
@@ -67,8 +90,8 @@ def write_cell(notebook: Path, source: str) -> bool:
 
 
 def main() -> int:
-    source = setup_source()
-    changed = [path.name for path in sorted((ROOT / "notebooks").glob("*.ipynb")) if write_cell(path, source)]
+    changed = [path.name for path in sorted((ROOT / "notebooks").glob("*.ipynb"))
+               if write_cell(path, setup_source(notebook=path.stem))]
     print(f"set-up cell written; changed: {', '.join(changed) or 'none'}")
     return 0
 

@@ -6,7 +6,7 @@
 #
 # - creates .venv with python3.11 (override: PYTHON=/path/to/python) if absent;
 # - installs requirements.txt (exact pins), requirements-extras.txt (the optional
-#   extras: Ray, Opacus) and the package itself (-e .), but skips pip when
+#   extras: Ray, Opacus, Flower) and the package itself (-e .), but skips pip when
 #   .venv/.soteria-setup-stamp holds the hash of those files + pyproject.toml + this script;
 # - if SOTERIA_DATA is set to a relative path, exports it as an absolute path
 #   (resolved against the directory you ran the command from), because

@@ -41,7 +41,8 @@ from ..quantiles import quantile
 from ..runtime import where_it_ran
 from .grid import GridError, canonical_json, check_seeds
 from .results import Table, optional_int
-from .runner import TASK_RUNNERS, Plan, check_data, read_sessions
+from .runner import Plan, check_data, read_sessions
+from .tasks import TASK_RUNNERS
 
 RECONSTRUCTED_PSNR = 20.0  # dB: MSE <= 0.01 in [0, 1] pixels, a recognisable image
 PSNR_FLOOR = -10.0  # dB: the figure's lower limit; exploded reconstructions go far below

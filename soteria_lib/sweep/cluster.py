@@ -15,48 +15,19 @@ Ray is an optional extra: ``pip install "soteria-lib[ray]"``.
 """
 from __future__ import annotations
 
-import importlib
-import re
-import socket
-
 from ..data import resolve_root
 from ..defenses.soteria import keep_recent_norms
+from ..ray_cluster import check_reachable, require_ray
+from .tasks import RunFailed, run_task
 
 MAX_RETRIES = 2  # reruns of a task whose worker process died (a node lost, a killed process)
 _WORKER_RECENT = None  # the reuse cache size set in this (worker) process
-RAY_MISSING = "the ray backend needs Ray: pip install 'soteria-lib[ray]'"
-
-
-class RayMissing(RuntimeError):
-    """The ray backend was asked for where Ray is not installed."""
-
-
-def require_ray():
-    """The ``ray`` module, or :class:`RayMissing` naming the extra to install."""
-    try:
-        return importlib.import_module("ray")
-    except ImportError:
-        raise RayMissing(RAY_MISSING) from None
-
-
-def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Refuse a ``HOST:PORT`` address where nothing listens, in one line (Ray itself retries for
-    minutes); other forms (``auto``, ``ray://...``) are left to Ray."""
-    match = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", address)
-    if match is None:
-        return
-    try:
-        socket.create_connection((match[1], int(match[2])), timeout=timeout).close()
-    except OSError as exc:
-        raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc}); start a head there with "
-                              f"`ray start --head --port={match[2]}`") from None
 
 
 def _run_on_worker(task, device: str, data_root: str | None, commit: str, threads: int, recent: int):
     """A run inside a Ray worker process (which Ray reuses for later tasks)."""
     import torch
 
-    from .runner import run_task
 
     global _WORKER_RECENT
     torch.set_num_threads(threads)
@@ -70,7 +41,6 @@ def finished(tasks: list, workers: int, threads: int, device: str, data_root: st
              address: str | None = None, recent: int = 0):
     """Yield ``(task, rows)`` as Ray tasks finish, on the cluster at ``address`` or, without one, on a
     Ray started here with ``workers * threads`` CPUs (and stopped again at the end)."""
-    from .runner import RunFailed
 
     ray = require_ray()
     started_here = not ray.is_initialized()

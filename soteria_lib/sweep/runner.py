@@ -35,12 +35,12 @@ from .. import __version__
 from ..attacks import attack_info
 from ..data import load_dataset
 from ..defenses.soteria import keep_recent_norms, recent_norms
-from ..federated import read_result, run_experiment
+from ..federated import read_result
 from ..files import write_json
-from ..pipeline import run_reconstruction
 from . import cluster
-from .grid import FedAvgSpec, Grid, GridError, ReconstructionSpec
-from .results import RESULTS, ResultsError, Table, prepare, result_row, run_key
+from .tasks import RunFailed, run_task
+from .grid import FedAvgSpec, Grid, GridError
+from .results import RESULTS, ResultsError, Table, prepare, run_key
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a process receives when its parent dies
@@ -129,42 +129,6 @@ def is_done(spec: FedAvgSpec) -> bool:
             raise GridError(f"{path} was written for {key} = {stored.get(key)!r}, the grid asks for {value!r}; "
                             "remove it or choose another FedAvg output folder")
     return True
-
-
-def reconstruction_rows(spec: ReconstructionSpec, device: str, data_root: str | None, commit: str) -> list[dict]:
-    """One reconstruction as its one CSV row."""
-    return [reconstruction_row(spec, device, data_root, commit)]
-
-
-def reconstruction_row(spec: ReconstructionSpec, device: str, data_root: str | None, commit: str) -> dict:
-    """One reconstruction as its CSV row; Ctrl-C stops it unrecorded."""
-    start, cpu_start = time.perf_counter(), time.process_time()
-    result = run_reconstruction(spec.setup(device, data_root), progress=False)
-    if result.metrics["interrupted"]:  # the attack stopped on Ctrl-C: the sweep stops too, unrecorded
-        raise KeyboardInterrupt
-    return result_row(spec, result.metrics, time.perf_counter() - start, time.process_time() - cpu_start, commit)
-
-
-def fedavg_cell(spec: FedAvgSpec, device: str, data_root: str | None, commit: str) -> list[dict]:
-    """One FedAvg cell, written into its own folder: no CSV rows. A diverged training is a result
-    (recorded with the round it diverged in), not a failed run."""
-    run_experiment(spec.experiment(), spec.folder(), device, data_root, progress=False, record_divergence=True)
-    return []
-
-
-# Task type -> the function that runs it and returns its CSV rows.
-TASK_RUNNERS = {ReconstructionSpec: reconstruction_rows, FedAvgSpec: fedavg_cell}
-
-
-class RunFailed(RuntimeError):
-    """A run raised; the message names the run and the error in one line."""
-
-    def __init__(self, task, error: BaseException):
-        super().__init__(f"{task.describe()} failed: {type(error).__name__}: {error}")
-
-
-def run_task(task, device: str, data_root: str | None, commit: str):
-    return TASK_RUNNERS[type(task)](task, device, data_root, commit)
 
 
 def _init_worker(threads: int, parent: int | None = None) -> None:
