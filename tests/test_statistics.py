@@ -9,8 +9,8 @@ from soteria_lib import experiments
 from soteria_lib.defenses import DefenseSetting
 from soteria_lib.sweep.grid import FedAvgSpec
 from soteria_lib.sweep.results import COLUMNS, append_row, prepare
-from soteria_lib.sweep.statistics import (difference_upper, matches, mean_interval, median_interval,
-                                          ratio_interval)
+from soteria_lib.sweep.statistics import (difference_interval, difference_upper, matches, mean_interval,
+                                          median_interval, proportion_interval, ratio_interval)
 from soteria_lib.sweep.summary import WORST, summarize
 
 
@@ -34,6 +34,20 @@ def test_ratio_interval_is_paired_and_capped():
     assert ratio_interval([0.0, 0.0], [0.0, 0.0]) is None
     with pytest.raises(ValueError, match="equal"):
         ratio_interval([1.0], [1.0, 2.0])
+
+
+def test_fractions_rebuilt_get_wilson_intervals_and_paired_differences():
+    z2 = 1.959963984540054 ** 2
+    none = proportion_interval(0, 10)  # Wilson: [0, z^2 / (n + z^2)]
+    assert (none.value, none.low) == (0.0, 0.0) and none.high == pytest.approx(z2 / (10 + z2))
+    half = proportion_interval(5, 10)  # symmetric about 1/2
+    assert half.low == pytest.approx(1 - half.high) and half.low == pytest.approx(0.2366, abs=1e-4)
+    with pytest.raises(ValueError, match="no runs"):
+        proportion_interval(0, 0)
+    gap = difference_interval([1, 1, 1, 0], [0, 0, 0, 0])
+    assert gap.value == 0.75 and 0.0 <= gap.low <= 0.75 <= gap.high == 1.0
+    assert difference_interval([1, 0, 1], [1, 0, 1]) == difference_interval([0, 0, 0], [0, 0, 0])
+    assert difference_interval([1, 0, 1], [1, 0, 1]).low == 0.0
 
 
 def test_mean_interval_is_student_t():
@@ -76,6 +90,7 @@ CELLS = {
     ("soteria", 40.0): {"plain": [0.5, 0.6, 0.7, 0.8], "mask-aware": [0.1, 0.9, 0.05, 0.8]},
     ("prune", 20.0): {"plain": [0.1, 0.1, 0.1, 0.1], "mask-aware": [0.1, 0.1, 0.1, 0.1]},
     ("prune", 40.0): {"plain": [0.1, 0.2, 0.1, 0.2], "mask-aware": [0.05, 0.2, 0.3, 0.1]},
+    ("prune", 60.0): {"plain": [0.3, 0.3, 0.3, 0.3]},  # only the plain attacker ran: no worst case
 }
 ACCURACIES = {("none", 0.0): [0.92] * 3, ("soteria", 20.0): [0.90, 0.91, 0.89],
               ("soteria", 40.0): [0.87, 0.88, 0.86], ("prune", 20.0): [0.95] * 3, ("prune", 40.0): [0.88] * 3}
@@ -88,7 +103,7 @@ def test_summary_verdict_on_a_hand_made_sweep(tmp_path):
         for attacker, mses in attackers.items():
             for image, mse in enumerate(mses):
                 append_row(csv, _row(defense=defense, pruning_rate=rate, attacker=attacker, target_id=image,
-                                     mse=mse, mse_normalized=mse))
+                                     mse=mse, mse_normalized=mse, psnr=10 * math.log10(1 / mse)))
     fedavg = tmp_path / "fedavg"
     for (defense, rate), values in ACCURACIES.items():
         for seed, accuracy in enumerate(values):
@@ -102,6 +117,10 @@ def test_summary_verdict_on_a_hand_made_sweep(tmp_path):
     worst = group.cell(DefenseSetting("soteria", 40.0), WORST)
     assert worst.runs == 4 and worst.mse.value == pytest.approx(0.35)  # run by run: 0.1, 0.6, 0.05, 0.8
     assert group.cell(DefenseSetting("none", 0.0), WORST).mse == group.cell(DefenseSetting("none", 0.0)).mse
+    assert group.cell(DefenseSetting("prune", 60.0), WORST) is None
+    # rebuilt: PSNR >= 20 dB, i.e. MSE <= 0.01: two of the four undefended runs, every mask-aware run at 20 %
+    assert group.cell(DefenseSetting("none", 0.0)).rebuilt.value == 0.5
+    assert group.cell(DefenseSetting("soteria", 20.0), WORST).rebuilt.value == 1.0
     comparisons = {c.baseline: c for c in group.comparisons}
     # prune 40 % (88 %): Soteria 40 % (87 %) matches within the interval and is the strongest that does
     at40 = comparisons[DefenseSetting("prune", 40.0)]
@@ -109,6 +128,7 @@ def test_summary_verdict_on_a_hand_made_sweep(tmp_path):
     assert at40.ratios["plain"].value == pytest.approx(0.65 / 0.15)
     assert at40.ratios[WORST].value == pytest.approx(0.35 / 0.1)  # prune's worst case: 0.05, 0.2, 0.1, 0.1
     assert at40.verdict("plain") == "Soteria leaks less"
+    assert at40.rebuilt["plain"].value == 0.0 and at40.verdict("plain", "rebuilt") == "no difference resolved"
     # prune 20 % (95 %): no Soteria setting is that accurate
     assert comparisons[DefenseSetting("prune", 20.0)].soteria is None
     assert comparisons[DefenseSetting("prune", 20.0)].verdict("plain") == "no Soteria setting matches"
@@ -144,3 +164,7 @@ def test_the_summary_names_the_cells_a_grid_still_lacks(tmp_path):
     text = out.read_text()
     assert "2 cells of the grid are not complete yet" in text and "(n=2/5, 2 div.)" in text
     assert "(n=1, not in the grid)" in text and "/0" not in text
+    # the worst case reads only the attackers the grid asks for: the stray row does not cut it to one run
+    (group,) = json.loads(out.with_suffix(".json").read_text())["groups"]
+    worst_none = [c for c in group["cells"] if c["label"] == "none" and c["attacker"] == WORST]
+    assert [c["runs"] for c in worst_none] == [5]

@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 
 from ..attacks import attack_info
 from ..data import DATASETS
-from ..metrics import image_metrics
+from ..metrics import REBUILT_PSNR, image_metrics
 from ..pipeline import Setup, run_reconstruction
 from ..quantiles import quantile
 from ..runtime import where_it_ran
@@ -44,7 +44,7 @@ from .results import Table, optional_int
 from .runner import Plan, check_data, read_sessions
 from .tasks import TASK_RUNNERS
 
-RECONSTRUCTED_PSNR = 20.0  # dB: MSE <= 0.01 in [0, 1] pixels, a recognisable image
+RECONSTRUCTED_PSNR = REBUILT_PSNR  # dB: MSE <= 0.01 in [0, 1] pixels, the summary's threshold too
 PSNR_FLOOR = -10.0  # dB: the figure's lower limit; exploded reconstructions go far below
 STUDY_KEYS = {"attack", "datasets", "max_iterations", "every", "attack_options", "model_options", "images", "seeds"}
 

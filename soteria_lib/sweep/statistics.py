@@ -9,6 +9,9 @@ images and seeds, for FedAvg accuracies over training seeds, and the matching ru
   share (same image and seed: the same private image and model) in pairs, with every MSE above
   :data:`~soteria_lib.metrics.DIVERGED_MSE` counted as that threshold (so that two diverged
   cells compare as 1, not as inf / inf).
+* The fraction of runs that rebuilt their image (:data:`~soteria_lib.metrics.REBUILT_PSNR`) gets
+  a Wilson interval (``scipy.stats.binomtest``); the difference between two cells' fractions
+  resamples their shared runs in pairs, as a ratio does.
 * A FedAvg accuracy is the mean over training seeds with a Student-t interval; with three seeds
   a bootstrap has only ten distinct resamples.
 * The matching rule: a Soteria setting *matches* a baseline when its mean accuracy is not lower
@@ -100,6 +103,33 @@ def ratio_interval(numerator, denominator) -> Estimate | None:
     return Estimate(value, low, high, a.size)
 
 
+def proportion_interval(successes: int, n: int) -> Estimate:
+    """``successes / n`` with its Wilson score interval."""
+    if n <= 0:
+        raise ValueError("no runs")
+    found = stats.binomtest(successes, n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    return Estimate(successes / n, float(found.low), float(found.high), n)
+
+
+def _mean_difference(a, b, axis=-1):
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
+def difference_interval(first, second) -> Estimate:
+    """``mean(first) - mean(second)`` of paired outcomes (equal lengths, same order) with its paired
+    bootstrap interval."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if a.size != b.size or a.size == 0:
+        raise ValueError(f"paired samples of equal, non-zero length needed, got {a.size} and {b.size}")
+    value = float(_mean_difference(a, b))
+    if a.size == 1:
+        return Estimate(value, None, None, 1)
+    if np.all(a - b == a[0] - b[0]):  # every resample gives the same difference
+        return Estimate(value, value, value, a.size)
+    low, high = _bootstrap((a, b), _mean_difference, paired=True)
+    return Estimate(value, low, high, a.size)
+
+
 def mean_interval(values, within: tuple[float, float] = (-np.inf, np.inf)) -> Estimate:
     """The mean with its Student-t interval (none from a single value), cut to the range ``within``
     the quantity can take (an accuracy's interval stops at 0 and 1)."""
@@ -141,4 +171,6 @@ MATCHING_RULE = (
 INTERVAL_RULE = (
     f"{CONFIDENCE:.0%} throughout: for medians and ratios of medians, percentile bootstrap over runs "
     f"(scipy.stats.bootstrap, {RESAMPLES} resamples; a ratio resamples the runs both cells share, as pairs, "
-    f"with MSEs above {DIVERGED_MSE:g} counted as {DIVERGED_MSE:g}); for accuracies, Student-t over seeds.")
+    f"with MSEs above {DIVERGED_MSE:g} counted as {DIVERGED_MSE:g}); for fractions of runs rebuilt, Wilson "
+    "(scipy.stats.binomtest), and for their differences the paired bootstrap; for accuracies, Student-t over "
+    "seeds.")

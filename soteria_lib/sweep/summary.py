@@ -6,7 +6,10 @@ within one, into cells: a defense setting against one attacker of the battery
 (:mod:`soteria_lib.attacks.battery`). Every cell reports the median MSE with its bootstrap
 interval over all its runs, diverged ones included (their MSE is large or infinite and sorts
 last), and how many diverged. The *worst case* of a setting takes, run by run (same image and
-seed), the lowest MSE any attacker reached, over the runs every attacker of that setting has.
+seed), the lowest MSE any attacker reached, over the runs every attacker of that setting has. A
+setting has a worst case only when it faced the whole battery its defense faces elsewhere in the
+experiment (a pruning rate that only the plain attacker ran has none); with a grid, these are the
+attackers the grid asks for (rows of cells it no longer has are reported beside, never mixed in).
 
 Accuracies are FedAvg test accuracies over training seeds, from the cells of the same dataset
 (MNIST's when a dataset has none, and the summary says so). Soteria is compared with each
@@ -24,11 +27,12 @@ from pathlib import Path
 from ..attacks.battery import ATTACKERS
 from ..defenses import DefenseSetting
 from ..federated import read_results
-from ..metrics import DIVERGED_MSE
+from ..metrics import DIVERGED_MSE, REBUILT_PSNR, is_rebuilt
 from ..quantiles import quantile
 from .grid import Grid, canonical_json
 from .results import read_rows
-from .statistics import INTERVAL_RULE, MATCHING_RULE, Estimate, matches, mean_interval, median_interval, ratio_interval
+from .statistics import (INTERVAL_RULE, MATCHING_RULE, Estimate, difference_interval, matches, mean_interval,
+                         median_interval, proportion_interval, ratio_interval)
 
 GROUP_COLUMNS = ("attack", "dataset", "scale", "max_iterations", "attack_options")
 WORST = "worst case"
@@ -43,6 +47,11 @@ CAPPED_RULE = (
     "A diverged attack's MSE is unbounded (DLG's dummy is not clamped), so a ratio of two medians above "
     f"{DIVERGED_MSE:g} would compare explosion sizes, not privacy. Ratios count every MSE above "
     f"{DIVERGED_MSE:g} as {DIVERGED_MSE:g} (no better than an arbitrary image): a conservative choice.")
+REBUILT_RULE = (
+    f"A run rebuilt its image when its PSNR reaches {REBUILT_PSNR:g} dB (MSE at most "
+    f"{10 ** (-REBUILT_PSNR / 10):g} in [0, 1] pixels). DLG's runs are all or nothing (a near-perfect image or "
+    "an explosion), so the fraction of runs rebuilt reads them better than a median does; the difference "
+    "is the baseline's fraction minus Soteria's, over the runs both share: above 0, Soteria leaks less.")
 # Published figure (GS on CIFAR-10, untrained ConvNet-64, one image, MSE in normalised space),
 # read off GS_defense.png in the authors' repository: pruning rate -> MSE.
 PUBLISHED_GS_CIFAR10 = {
@@ -65,6 +74,7 @@ class Cell:
     psnr_median: float
     ssim_median: float
     label_accuracy: float
+    rebuilt: Estimate  # fraction of runs with PSNR >= REBUILT_PSNR
     by_run: dict = field(repr=False)  # (target_id, seed) -> row: what ratios pair
 
     def record(self) -> dict:
@@ -72,7 +82,7 @@ class Cell:
                 "attacker": self.attacker, "runs": self.runs, "expected": self.expected,
                 "diverged": self.diverged, "mse": vars(self.mse), "mse_normalized": vars(self.mse_normalized),
                 "psnr_median": self.psnr_median, "ssim_median": self.ssim_median,
-                "label_accuracy": self.label_accuracy}
+                "label_accuracy": self.label_accuracy, "rebuilt": vars(self.rebuilt)}
 
 
 @dataclass
@@ -111,22 +121,25 @@ def epsilon_of(setting: DefenseSetting, runs: list[dict]) -> float | None:
 
 @dataclass
 class Comparison:
-    """Soteria at matched accuracy against one baseline setting: ratio of median MSEs per view."""
+    """Soteria at matched accuracy against one baseline setting, per view: the ratio of median MSEs
+    and the difference of the fractions of runs rebuilt."""
 
     baseline: DefenseSetting
     baseline_accuracy: Estimate
     soteria: DefenseSetting | None  # None: no Soteria setting matches
     soteria_accuracy: Estimate | None
     ratios: dict  # view -> Estimate | None
+    rebuilt: dict = field(default_factory=dict)  # view -> Estimate | None: baseline's fraction - Soteria's
 
-    def verdict(self, view: str) -> str:
-        """What the interval of the ratio says, in words."""
+    def verdict(self, view: str, measure: str = "ratios") -> str:
+        """What the interval of the ratio (``measure="ratios"``) or of the difference of fractions
+        rebuilt (``"rebuilt"``) says, in words."""
         if self.soteria is None:
             return "no Soteria setting matches"
-        ratio = self.ratios.get(view)
-        if ratio is None:
+        estimate = getattr(self, measure).get(view)
+        if estimate is None:
             return "no runs to compare"
-        side = ratio.excludes(1.0)
+        side = estimate.excludes(1.0 if measure == "ratios" else 0.0)
         return {"above": "Soteria leaks less", "below": "Soteria leaks more"}.get(side, "no difference resolved")
 
     def record(self) -> dict:
@@ -136,7 +149,9 @@ class Comparison:
                 "soteria_value": None if self.soteria is None else self.soteria.value,
                 "soteria_accuracy": None if self.soteria_accuracy is None else vars(self.soteria_accuracy),
                 "ratios": {v: None if r is None else vars(r) for v, r in self.ratios.items()},
-                "verdicts": {v: self.verdict(v) for v in self.ratios}}
+                "verdicts": {v: self.verdict(v) for v in self.ratios},
+                "rebuilt_differences": {v: None if r is None else vars(r) for v, r in self.rebuilt.items()},
+                "rebuilt_verdicts": {v: self.verdict(v, "rebuilt") for v in self.rebuilt}}
 
 
 @dataclass
@@ -162,6 +177,7 @@ def make_cell(setting: DefenseSetting, attacker: str, rows: list[dict], expected
                 median_interval([r["mse"] for r in rows]), median_interval([r["mse_normalized"] for r in rows]),
                 quantile([r["psnr"] for r in rows], 0.5), quantile([r["ssim"] for r in rows], 0.5),
                 sum(r["label_accuracy"] for r in rows) / len(rows),
+                proportion_interval(sum(is_rebuilt(r["psnr"]) for r in rows), len(rows)),
                 {(r["target_id"], r["seed"]): r for r in rows})
 
 
@@ -184,6 +200,17 @@ def paired_ratio(numerator: Cell | None, denominator: Cell | None) -> Estimate |
     return ratio_interval([numerator.by_run[k]["mse"] for k in shared], [denominator.by_run[k]["mse"] for k in shared])
 
 
+def paired_rebuilt(soteria: Cell | None, baseline: Cell | None) -> Estimate | None:
+    """The baseline's fraction of runs rebuilt minus Soteria's, over the runs both cells have."""
+    if soteria is None or baseline is None:
+        return None
+    shared = sorted(set(soteria.by_run) & set(baseline.by_run))
+    if not shared:
+        return None
+    return difference_interval([is_rebuilt(baseline.by_run[k]["psnr"]) for k in shared],
+                               [is_rebuilt(soteria.by_run[k]["psnr"]) for k in shared])
+
+
 def compare(group: Group, accuracies: dict) -> list[Comparison]:
     """Every baseline setting with an accuracy against the strongest Soteria setting that matches it."""
     def accuracy(setting):
@@ -196,9 +223,12 @@ def compare(group: Group, accuracies: dict) -> list[Comparison]:
             continue
         matched = [s for s in soteria if matches(accuracy(s).values, accuracy(base).values)]
         best = max(matched, key=lambda s: s.value, default=None)
+        views = [view for view in VIEWS if group.cell(base, view) is not None]
         ratios = {view: None if best is None else paired_ratio(group.cell(best, view), group.cell(base, view))
-                  for view in VIEWS if group.cell(base, view) is not None}
-        comparisons.append(Comparison(base, accuracy(base).mean, best, best and accuracy(best).mean, ratios))
+                  for view in views}
+        rebuilt = {view: None if best is None else paired_rebuilt(group.cell(best, view), group.cell(base, view))
+                   for view in views}
+        comparisons.append(Comparison(base, accuracy(base).mean, best, best and accuracy(best).mean, ratios, rebuilt))
     return comparisons
 
 
@@ -284,8 +314,17 @@ def summarize(csv_path: str | Path, fedavg_root: str | Path, grid: Grid | None =
         cells = {(s, a): make_cell(s, a, rows, None if expected is None else expected[(*key, s, a)])
                  for (s, a), rows in by_cell.items()}
         if len(attackers) > 1:
+            faced = {s: {a for (t, a), c in cells.items() if t == s and c.expected != 0} for s in settings}
+            if expected is not None:
+                faced = {s: {a for (*k, t, a), n in expected.items() if tuple(k) == key and t == s and n}
+                         for s in settings}
+            battery = {}
+            for setting, names in faced.items():
+                battery.setdefault(setting.defense, set()).update(names)
             for setting in settings:
-                worst = worst_case(setting, [c for (s, _), c in cells.items() if s == setting])
+                if not faced[setting] or faced[setting] < battery[setting.defense]:
+                    continue  # not every attacker of the battery ran against this setting: no worst case
+                worst = worst_case(setting, [c for (s, a), c in cells.items() if s == setting and a in faced[setting]])
                 if worst is not None:
                     cells[(setting, WORST)] = worst
             attackers.append(WORST)
@@ -320,7 +359,7 @@ def to_json(groups: list[Group], accuracies: dict, csv_path, fedavg_root, missin
     return {
         "csv": str(csv_path), "fedavg_dir": str(fedavg_root), "diverged_mse_threshold": DIVERGED_MSE,
         "conventions": CONVENTIONS, "matching_rule": MATCHING_RULE, "interval_rule": INTERVAL_RULE,
-        "capped_rule": CAPPED_RULE, "views": list(VIEWS),
+        "capped_rule": CAPPED_RULE, "rebuilt_rule": REBUILT_RULE, "rebuilt_psnr": REBUILT_PSNR, "views": list(VIEWS),
         "fedavg": [a.record() for _, a in sorted(accuracies.items(), key=lambda i: (i[0][0], i[0][1].sort_key()))],
         "groups": [{**g.params, "accuracy_dataset": g.accuracy_dataset, "cpu_seconds": g.cpu_seconds,
                     "attackers": g.attackers,
