@@ -190,25 +190,24 @@ def worst_case(setting: DefenseSetting, cells: list[Cell]) -> Cell | None:
     return make_cell(setting, WORST, rows, None)
 
 
+def paired_rows(first: Cell | None, second: Cell | None) -> list[tuple[dict, dict]]:
+    """The rows of the runs both cells have (same image and seed), in pairs."""
+    if first is None or second is None:
+        return []
+    return [(first.by_run[k], second.by_run[k]) for k in sorted(set(first.by_run) & set(second.by_run))]
+
+
 def paired_ratio(numerator: Cell | None, denominator: Cell | None) -> Estimate | None:
-    """Median-MSE ratio over the runs both cells have (same image and seed)."""
-    if numerator is None or denominator is None:
-        return None
-    shared = sorted(set(numerator.by_run) & set(denominator.by_run))
-    if not shared:
-        return None
-    return ratio_interval([numerator.by_run[k]["mse"] for k in shared], [denominator.by_run[k]["mse"] for k in shared])
+    """Median-MSE ratio over the runs both cells have."""
+    pairs = paired_rows(numerator, denominator)
+    return ratio_interval([a["mse"] for a, _ in pairs], [b["mse"] for _, b in pairs]) if pairs else None
 
 
 def paired_rebuilt(soteria: Cell | None, baseline: Cell | None) -> Estimate | None:
     """The baseline's fraction of runs rebuilt minus Soteria's, over the runs both cells have."""
-    if soteria is None or baseline is None:
-        return None
-    shared = sorted(set(soteria.by_run) & set(baseline.by_run))
-    if not shared:
-        return None
-    return difference_interval([is_rebuilt(baseline.by_run[k]["psnr"]) for k in shared],
-                               [is_rebuilt(soteria.by_run[k]["psnr"]) for k in shared])
+    pairs = paired_rows(baseline, soteria)
+    return difference_interval([is_rebuilt(b["psnr"]) for b, _ in pairs],
+                               [is_rebuilt(s["psnr"]) for _, s in pairs]) if pairs else None
 
 
 def compare(group: Group, accuracies: dict) -> list[Comparison]:
