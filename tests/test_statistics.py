@@ -139,6 +139,9 @@ def test_summary_verdict_on_a_hand_made_sweep(tmp_path):
     (stored,) = data["groups"]
     assert [c["soteria"] for c in stored["comparisons"]] == [None, "soteria 40%"]
     assert "| DLG | MNIST | prune 40% (88 [88, 88] %) | soteria 40% (87 [84.5, 89.5] %) | 4.33 [" in out.read_text()
+    # the claim, measured: the largest matched ratio over pruning and the undefended runs rebuilt (2 of 4)
+    claim = next(line for line in out.read_text().splitlines() if line.startswith("| DLG | MNIST | 4.33 ["))
+    assert "(prune 40%)" in claim and "| soteria 40% | 50 [" in claim and "(2/4)" in claim
     for name in ("summary_mse_vs_rate.png", "summary_mse_vs_accuracy.png"):
         assert (out.parent / name).read_bytes().startswith(b"\x89PNG")
 
