@@ -2,7 +2,8 @@
 import pytest
 
 from soteria_lib import experiments
-from soteria_lib.sweep.budget_study import RECONSTRUCTED_PSNR, STUDY_TABLE, curves, load_study
+from soteria_lib.metrics import REBUILT_PSNR
+from soteria_lib.sweep.budget_study import STUDY_TABLE, curves, load_study
 from soteria_lib.sweep.grid import GridError
 
 TINY = """
@@ -32,7 +33,7 @@ def test_a_tiny_study_runs_resumes_and_summarises(tmp_path, capsys):
     assert len(found) == 1 and found[0].runs == 2 and found[0].iterations == [0, 2, 4, 6]
     assert all(0.0 <= r <= 1.0 for r in found[0].reconstructed)
     text = (tmp_path / "tiny.md").read_text()
-    assert "## dlg on mnist" in text and f"PSNR >= {RECONSTRUCTED_PSNR:g} dB" in text
+    assert "## dlg on mnist" in text and f"PSNR >= {REBUILT_PSNR:g} dB" in text
     assert (tmp_path / "tiny.png").read_bytes().startswith(b"\x89PNG")
     before = csv.read_bytes()
     assert experiments.main(["study", str(study), "--output", str(csv), "--no_progress"]) == 0

@@ -5,7 +5,7 @@ and records the image every ``every`` iterations (DLG: the current dummy; GS: th
 image; the last record is the image the attack returns). The PSNR of each record against the
 private image gives one curve per run; a run that stopped early keeps its last value. The summary
 reports, at each iteration, the median PSNR over the runs, its interquartile range, and the share
-of runs that have reconstructed their image (PSNR of at least :data:`RECONSTRUCTED_PSNR`, that is
+of runs that have reconstructed their image (PSNR of at least :data:`~soteria_lib.metrics.REBUILT_PSNR`, that is
 an MSE of at most 0.01 in [0, 1] pixels). A study file is TOML::
 
     images = [0, 1, 2, 3, 4]
@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 
 from ..attacks import attack_info
 from ..data import DATASETS
-from ..metrics import REBUILT_PSNR, image_metrics
+from ..metrics import REBUILT_PSNR, image_metrics, is_rebuilt
 from ..pipeline import Setup, run_reconstruction
 from ..quantiles import quantile
 from ..runtime import where_it_ran
@@ -44,7 +44,6 @@ from .results import Table, optional_int
 from .runner import Plan, check_data, read_sessions
 from .tasks import TASK_RUNNERS
 
-RECONSTRUCTED_PSNR = REBUILT_PSNR  # dB: MSE <= 0.01 in [0, 1] pixels, the summary's threshold too
 PSNR_FLOOR = -10.0  # dB: the figure's lower limit; exploded reconstructions go far below
 STUDY_KEYS = {"attack", "datasets", "max_iterations", "every", "attack_options", "model_options", "images", "seeds"}
 
@@ -206,7 +205,7 @@ def curves(rows: list[dict]) -> list[Curve]:
         result.append(Curve(study, dataset, len(run_list), grid,
                             [quantile(v, 0.5) for v in at], [quantile(v, 0.25) for v in at],
                             [quantile(v, 0.75) for v in at],
-                            [sum(p >= RECONSTRUCTED_PSNR for p in v) / len(v) for v in at],
+                            [sum(is_rebuilt(p) for p in v) / len(v) for v in at],
                             sum(run[0]["seconds"] for run in run_list) / len(run_list), reasons))
     return result
 
@@ -225,11 +224,11 @@ def figure(found: list[Curve]) -> Figure:
             top.fill_between(curve.iterations, curve.q1_psnr, curve.q3_psnr, color=line.get_color(), alpha=0.15,
                              linewidth=0)
             bottom.plot(curve.iterations, [100 * r for r in curve.reconstructed], color=line.get_color(), label=label)
-        top.axhline(RECONSTRUCTED_PSNR, color="grey", linestyle=":", linewidth=1)
+        top.axhline(REBUILT_PSNR, color="grey", linestyle=":", linewidth=1)
         top.set_title(dataset, fontsize=10)
         top.set_ylabel("median PSNR (dB)")
         top.set_ylim(bottom=max(top.get_ylim()[0], PSNR_FLOOR))  # below 0 dB an image is noise
-        bottom.set_ylabel(f"runs reconstructed (%), PSNR >= {RECONSTRUCTED_PSNR:g} dB")
+        bottom.set_ylabel(f"runs reconstructed (%), PSNR >= {REBUILT_PSNR:g} dB")
         bottom.set_ylim(-5, 105)
         bottom.set_xlabel("iteration")
         for ax in (top, bottom):
@@ -244,7 +243,7 @@ def report(found: list[Curve], csv_path: Path, picture: str) -> str:
     """The study as Markdown: per curve, a few iterations' median PSNR and share reconstructed."""
     lines = ["# Attack budgets: PSNR against iterations", "",
              f"From `{csv_path}`, written by `python -m soteria_lib.experiments study`. Undefended attacks; "
-             f"a run counts as reconstructed at an iteration when its image has PSNR >= {RECONSTRUCTED_PSNR:g} dB "
+             f"a run counts as reconstructed at an iteration when its image has PSNR >= {REBUILT_PSNR:g} dB "
              "(MSE <= 0.01 in [0, 1] pixels). Medians over images and seeds; a run that stopped early keeps its "
              "last image.", ""]
     for curve in found:

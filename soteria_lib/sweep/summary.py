@@ -223,10 +223,8 @@ def compare(group: Group, accuracies: dict) -> list[Comparison]:
         matched = [s for s in soteria if matches(accuracy(s).values, accuracy(base).values)]
         best = max(matched, key=lambda s: s.value, default=None)
         views = [view for view in VIEWS if group.cell(base, view) is not None]
-        ratios = {view: None if best is None else paired_ratio(group.cell(best, view), group.cell(base, view))
-                  for view in views}
-        rebuilt = {view: None if best is None else paired_rebuilt(group.cell(best, view), group.cell(base, view))
-                   for view in views}
+        ratios = {view: paired_ratio(group.cell(best, view), group.cell(base, view)) for view in views}
+        rebuilt = {view: paired_rebuilt(group.cell(best, view), group.cell(base, view)) for view in views}
         comparisons.append(Comparison(base, accuracy(base).mean, best, best and accuracy(best).mean, ratios, rebuilt))
     return comparisons
 
