@@ -132,6 +132,9 @@ def test_summary_verdict_on_a_hand_made_sweep(tmp_path):
     # prune 20 % (95 %): no Soteria setting is that accurate
     assert comparisons[DefenseSetting("prune", 20.0)].soteria is None
     assert comparisons[DefenseSetting("prune", 20.0)].verdict("plain") == "no Soteria setting matches"
+    # the claim is judged at the highest Soteria rate that matched any baseline, and against no defense
+    assert group.strongest_matched() == DefenseSetting("soteria", 40.0)
+    assert group.undefended() == DefenseSetting("none", 0.0)
 
     out = tmp_path / "report" / "summary.md"
     assert experiments.main(["summarize", str(csv), "--fedavg", str(fedavg), "--output", str(out)]) == 0

@@ -142,9 +142,8 @@ def claim_section(groups: list[Group]) -> list[str]:
     the strongest Soteria setting that matched a baseline."""
     rows = []
     for g in groups:
-        matched = {c.soteria for c in g.comparisons if c.soteria is not None}
-        strongest = max(matched, key=lambda s: s.value, default=None)
-        undefended = g.cells.get((next((s for s in g.settings if s.defense == "none"), None), "plain"))
+        strongest = g.strongest_matched()
+        undefended = g.cell(g.undefended())
         rebuilt = [fraction_text(getattr(undefended, "rebuilt", None))]
         for view in VIEWS:
             cell = None if strongest is None else g.cell(strongest, view)

@@ -171,6 +171,15 @@ class Group:
     def accuracy(self, accuracies: dict, setting: DefenseSetting) -> Accuracy | None:
         return accuracies.get((self.accuracy_dataset, setting))
 
+    def strongest_matched(self) -> DefenseSetting | None:
+        """The highest Soteria rate that matched some baseline's accuracy: the setting the claim is
+        judged at, chosen from accuracies alone, before any MSE is looked at."""
+        matched = {c.soteria for c in self.comparisons if c.soteria is not None}
+        return max(matched, key=lambda s: s.value, default=None)
+
+    def undefended(self) -> DefenseSetting | None:
+        return next((s for s in self.settings if s.defense == "none"), None)
+
 
 def make_cell(setting: DefenseSetting, attacker: str, rows: list[dict], expected: int | None) -> Cell:
     return Cell(setting, attacker, len(rows), expected, sum(r["diverged"] for r in rows),
@@ -188,6 +197,29 @@ def worst_case(setting: DefenseSetting, cells: list[Cell]) -> Cell | None:
         return None
     rows = [min((c.by_run[key] for c in cells), key=lambda r: r["mse"]) for key in sorted(shared)]
     return make_cell(setting, WORST, rows, None)
+
+
+def attackers_faced(key: tuple, settings: list[DefenseSetting], cells: dict, expected: Counter | None) -> dict:
+    """The attackers each setting of a group faces: those the grid asks for, or without a grid
+    those that ran."""
+    if expected is None:
+        return {s: {a for t, a in cells if t == s} for s in settings}
+    return {s: {a for (*k, t, a), n in expected.items() if tuple(k) == key and t == s and n} for s in settings}
+
+
+def worst_cases(cells: dict, faced: dict) -> dict:
+    """A worst-case cell for each setting that faced its defense's whole battery (the union of the
+    attackers its defense's settings faced); a setting that faced fewer gets none."""
+    battery = {}
+    for setting, names in faced.items():
+        battery.setdefault(setting.defense, set()).update(names)
+    found = {}
+    for setting, names in faced.items():
+        if names and names == battery[setting.defense]:
+            worst = worst_case(setting, [c for (s, a), c in cells.items() if s == setting and a in names])
+            if worst is not None:
+                found[(setting, WORST)] = worst
+    return found
 
 
 def paired_rows(first: Cell | None, second: Cell | None) -> list[tuple[dict, dict]]:
@@ -311,19 +343,7 @@ def summarize(csv_path: str | Path, fedavg_root: str | Path, grid: Grid | None =
         cells = {(s, a): make_cell(s, a, rows, None if expected is None else expected[(*key, s, a)])
                  for (s, a), rows in by_cell.items()}
         if len(attackers) > 1:
-            faced = {s: {a for (t, a), c in cells.items() if t == s and c.expected != 0} for s in settings}
-            if expected is not None:
-                faced = {s: {a for (*k, t, a), n in expected.items() if tuple(k) == key and t == s and n}
-                         for s in settings}
-            battery = {}
-            for setting, names in faced.items():
-                battery.setdefault(setting.defense, set()).update(names)
-            for setting in settings:
-                if not faced[setting] or faced[setting] < battery[setting.defense]:
-                    continue  # not every attacker of the battery ran against this setting: no worst case
-                worst = worst_case(setting, [c for (s, a), c in cells.items() if s == setting and a in faced[setting]])
-                if worst is not None:
-                    cells[(setting, WORST)] = worst
+            cells.update(worst_cases(cells, attackers_faced(key, settings, cells, expected)))
             attackers.append(WORST)
         cpu = sum(r["cpu_seconds"] for rows in by_cell.values() for r in rows)
         group = Group(params, accuracy_dataset(params["dataset"], accuracies), settings, attackers, cells, [], [], cpu)
