@@ -145,9 +145,8 @@ def claim_section(groups: list[Group]) -> list[str]:
         strongest = g.strongest_matched()
         undefended = g.cell(g.undefended())
         rebuilt = [fraction_text(getattr(undefended, "rebuilt", None))]
-        for view in VIEWS:
-            cell = None if strongest is None else g.cell(strongest, view)
-            rebuilt.append(fraction_text(getattr(cell, "rebuilt", None)))
+        for view in VIEWS:  # g.cell(None, ...) is None: no Soteria setting matched
+            rebuilt.append(fraction_text(getattr(g.cell(strongest, view), "rebuilt", None)))
         rows.append([g.params["attack"].upper(), dataset_name(g.params["dataset"]),
                      _largest(g.comparisons, "plain", ("prune",)), _largest(g.comparisons, WORST, ("prune",)),
                      _largest(g.comparisons, "plain", NOISE_FAMILY), _largest(g.comparisons, WORST, NOISE_FAMILY),
