@@ -98,7 +98,16 @@ def match_batch(reconstruction: torch.Tensor, truth: torch.Tensor) -> list[int]:
 
 
 def image_metrics(reconstruction: torch.Tensor, truth: torch.Tensor, normalization: Normalization) -> dict:
-    """All image metrics for model-space tensors ``reconstruction`` and ``truth`` (B, C, H, W)."""
+    """All image metrics for model-space tensors ``reconstruction`` and ``truth`` (B, C, H, W), or
+    one image (C, H, W). An empty batch, shapes that differ, or channels that ``normalization``
+    does not describe are a one-line ``ValueError``."""
+    _check(reconstruction, truth)
+    if truth.ndim not in (3, 4) or truth.numel() == 0:
+        raise ValueError(f"image metrics need at least one image of shape (C, H, W), got a batch of shape "
+                         f"{tuple(truth.shape)}")
+    if len(normalization.mean) not in (1, truth.shape[-3]):
+        raise ValueError(f"the normalization describes {len(normalization.mean)} channels, the images have "
+                         f"{truth.shape[-3]}")
     rec_pixels = normalization.denormalize(reconstruction.detach().cpu())
     true_pixels = normalization.denormalize(truth.detach().cpu())
     finite = bool(torch.isfinite(rec_pixels).all())

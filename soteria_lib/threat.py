@@ -25,18 +25,27 @@ Defense = Callable[[nn.Module, torch.Tensor, torch.Tensor, Gradients], Gradients
 
 @dataclass(frozen=True)
 class PrivateBatch:
-    """The client's data: ``inputs`` in the model's input space and integer ``labels``."""
+    """The client's data: images ``inputs`` of shape (batch, channels, height, width) in the
+    model's input space, and one integer class ``label`` >= 0 per image (:func:`share_update`
+    checks them against the model's classes)."""
 
     inputs: torch.Tensor
     labels: torch.Tensor
 
     def __post_init__(self):
-        if self.inputs.ndim < 2 or len(self.inputs) == 0:
+        if self.inputs.ndim != 4:
+            hint = ": one image needs a batch dimension, inputs.unsqueeze(0)" if self.inputs.ndim == 3 else ""
+            raise ValueError("a private batch holds images of shape (batch, channels, height, width), got inputs "
+                             f"of shape {tuple(self.inputs.shape)}{hint}")
+        if len(self.inputs) == 0:
             raise ValueError("a private batch holds at least one input, "
                              f"got inputs of shape {tuple(self.inputs.shape)}")
-        if self.labels.shape != (len(self.inputs),) or self.labels.is_floating_point():
+        if self.labels.shape != (len(self.inputs),) or self.labels.is_floating_point() or self.labels.is_complex():
             raise ValueError(f"a private batch has one integer label per input: {len(self.inputs)} inputs, "
                              f"labels of shape {tuple(self.labels.shape)} and type {self.labels.dtype}")
+        if self.labels.dtype == torch.bool or int(self.labels.min()) < 0:
+            raise ValueError(f"labels are class indices >= 0, got {int(self.labels.min())} (cross-entropy "
+                             "ignores -100, and would share an all-zero gradient)")
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,13 @@ def loss_gradients(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     The models of this library end in an ``nn.Linear`` classifier whose outputs are the logits
     (the layer chapter 1 shows leaking, and Soteria's default layer); a model whose output does
     not match its last ``nn.Linear`` is refused."""
-    logits = model(inputs)
+    try:
+        logits = model(inputs)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:  # torch's own message on a batch of the wrong size or channels
+        raise ValueError(f"the model cannot read inputs of shape {tuple(inputs.shape)}: "
+                         f"{str(exc).strip().splitlines()[0]}") from None
     classes = num_classes(model)  # raises when the model has no nn.Linear
     if logits.shape != (len(inputs), classes):
         raise ValueError(f"the model's output has shape {tuple(logits.shape)}, but its last nn.Linear has "
@@ -83,6 +98,10 @@ def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normaliza
     ``disclose_labels`` models a server that knows the labels (GS's threat model, as published):
     they are declared in ``metadata.extra["labels"]``; the images never are.
     """
+    classes = num_classes(model)
+    if int(batch.labels.max()) >= classes:
+        raise ValueError(f"label {int(batch.labels.max())} is out of range for a model with {classes} classes "
+                         f"(labels are in [0, {classes - 1}])")
     gradients = loss_gradients(model, batch.inputs, batch.labels)
     if not all(bool(torch.isfinite(g).all()) for g in gradients):
         raise FloatingPointError("the training loss has a NaN or infinite gradient: the model has diverged")
@@ -91,7 +110,7 @@ def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normaliza
     metadata = UpdateMetadata(
         batch_size=batch.inputs.shape[0],
         input_shape=tuple(batch.inputs.shape[1:]),
-        num_classes=num_classes(model),
+        num_classes=classes,
         normalization=normalization,
         defense=defense_name,
         extra={"labels": batch.labels.detach().clone()} if disclose_labels else {},

@@ -62,3 +62,17 @@ def test_match_batch_undoes_a_permutation():
     assert match_batch(shuffled, truth) == order
     shuffled[order[2]] = float("nan")  # a diverged sample still gets a partner
     assert sorted(match_batch(shuffled, truth)) == list(range(5))
+
+
+@pytest.mark.parametrize("reconstruction, truth, normalization, needle", [
+    (torch.rand(0, 1, 8, 8), torch.rand(0, 1, 8, 8), Normalization.identity(1), "at least one image"),
+    (torch.rand(1, 1, 8, 8), torch.rand(1, 1, 6, 6), Normalization.identity(1), "shape mismatch"),
+    (torch.rand(8, 8), torch.rand(8, 8), Normalization.identity(1), "at least one image of shape (C, H, W)"),
+    (torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), Normalization((0.5, 0.5), (0.2, 0.2)),
+     "the normalization describes 2 channels, the images have 3"),
+])
+def test_image_metrics_refuse_what_they_cannot_score(reconstruction, truth, normalization, needle):
+    """An empty batch once gave NaNs marked finite; mismatched channels a bare broadcasting error."""
+    with pytest.raises(ValueError) as info:
+        image_metrics(reconstruction, truth, normalization)
+    assert needle in str(info.value) and "\n" not in str(info.value)

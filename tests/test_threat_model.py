@@ -87,3 +87,32 @@ def test_a_diverged_model_shares_nothing():
         next(model.parameters()).fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="diverged"):
         share_update(model, batch, Normalization.identity(3))
+
+
+LENET_MNIST = (1, 28, 28)
+
+
+@pytest.mark.parametrize("inputs, labels, needle", [
+    (torch.rand(1, 1, 28, 28), torch.tensor([-100]), "labels are class indices >= 0, got -100"),
+    (torch.rand(2, 1, 28, 28), torch.tensor([3, -1]), "labels are class indices >= 0, got -1"),
+    (torch.rand(1, 1, 28, 28), torch.tensor([True]), "labels are class indices"),
+    (torch.rand(1, 28, 28), torch.tensor([3]), "one image needs a batch dimension"),  # a 3-D batch
+    (torch.rand(28, 28), torch.tensor([3]), "(batch, channels, height, width)"),
+])
+def test_a_batch_the_client_could_not_train_on_is_refused_when_made(inputs, labels, needle):
+    with pytest.raises(ValueError) as info:
+        PrivateBatch(inputs, labels)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("inputs, labels, needle", [
+    (torch.rand(1, 1, 28, 28), torch.tensor([10]), "label 10 is out of range for a model with 10 classes"),
+    (torch.rand(1, 1, 32, 32), torch.tensor([3]), "the model cannot read inputs of shape (1, 1, 32, 32)"),
+    (torch.rand(1, 3, 28, 28), torch.tensor([3]), "the model cannot read inputs of shape (1, 3, 28, 28)"),
+])
+def test_an_update_the_model_cannot_compute_is_one_library_error(inputs, labels, needle):
+    """Not an IndexError deep in cross-entropy, nor a matrix product's RuntimeError."""
+    model = get_model("lenet", LENET_MNIST)
+    with pytest.raises(ValueError) as info:
+        share_update(model, PrivateBatch(inputs, labels), Normalization.identity(1))
+    assert needle in str(info.value) and "\n" not in str(info.value)
