@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -40,7 +39,7 @@ from .federated import (TRAINING_OPTIONS, FedAvgDiverged, FedAvgExperiment, aver
 from .models import get_model
 from .runtime import seed_everything, where_it_ran
 from .scales import get_scale
-from .ray_cluster import check_reachable
+from .ray_cluster import check_reachable, ray_warnings
 
 FLOWER_MISSING = "the Flower federation needs Flower: pip install 'soteria-lib[flower]'"
 
@@ -260,17 +259,16 @@ def run_flower(federation: Federation, curious: CuriousServer | None = None, cpu
     :func:`~soteria_lib.federated.run_experiment`'s form (identity, where it ran, final accuracy,
     seconds, per-round history) plus the engine."""
     experiment = federation.experiment
-    if address:
+    if address is not None:  # an empty address is refused, not read as "start a local Ray"
         check_reachable(address)
     outcome: dict = {}
     flower_log = logging.getLogger("flwr")
     level, pythonpath = flower_log.level, os.environ.get("PYTHONPATH")
     flower_log.setLevel(logging.INFO if verbose else logging.ERROR)
-    ray_options = {"address": address} if address else {"num_cpus": cpus}
+    ray_options = {"address": address} if address is not None else {"num_cpus": cpus}
     start = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, module="ray")  # Ray's tip on GPU variables
+        with ray_warnings(verbose):
             run_simulation(server_app(federation, curious, outcome), client_app(federation),
                            num_supernodes=experiment.training.clients,
                            backend_config={"client_resources": {"num_cpus": 1},

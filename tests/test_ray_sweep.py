@@ -89,10 +89,11 @@ def test_ctrl_c_stops_a_ray_sweep_keeps_its_rows_and_a_resume_completes_it(tmp_p
     args = ("experiments", "run", str(grid), "--output", str(csv), "--threads", "1", "--no_progress",
             "--backend", "ray", "--address", ray_head)
     process = start(*args, cwd=tmp_path)
-    wait_until(lambda: csv.exists() and len(read_rows(csv)) >= 1, timeout=180, what="a first finished row")
+    wait_until(lambda: csv.exists() and len(read_rows(csv)) >= 1, what="a first finished row")
     interrupt(process, signal.SIGINT)
     returncode, err = finish(process)
     assert returncode == 130 and "Traceback" not in err, err
+    assert "Warning" not in err, err  # Ray's FutureWarning on GPU variables, printed at every start, is kept off
     kept = read_rows(csv)
     assert 1 <= len(kept) < 90 and len(_by_key(kept)) == len(kept)
     assert runner.read_sessions(csv)[-1]["status"] == "interrupted"

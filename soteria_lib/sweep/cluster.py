@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ..data import resolve_root
 from ..defenses.soteria import keep_recent_norms
-from ..ray_cluster import check_reachable, require_ray
+from ..ray_cluster import check_reachable, ray_warnings, require_ray
 from .tasks import RunFailed, run_task
 
 MAX_RETRIES = 2  # reruns of a task whose worker process died (a node lost, a killed process)
@@ -38,17 +38,19 @@ def _run_on_worker(task, device: str, data_root: str | None, commit: str, thread
 
 
 def finished(tasks: list, workers: int, threads: int, device: str, data_root: str | None, commit: str,
-             address: str | None = None, recent: int = 0):
-    """Yield ``(task, rows)`` as Ray tasks finish, on the cluster at ``address`` or, without one, on a
-    Ray started here with ``workers * threads`` CPUs (and stopped again at the end)."""
+             address: str | None = None, recent: int = 0, verbose: bool = False):
+    """Yield ``(task, rows)`` as Ray tasks finish, on the cluster at ``address`` (``HOST:PORT``) or,
+    without one, on a Ray started here with ``workers * threads`` CPUs (and stopped again at the
+    end). ``verbose`` shows Ray's own warnings and its workers' output."""
 
     ray = require_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        if address:
+        if address is not None:  # an empty address is refused, not read as "start a local Ray"
             check_reachable(address)
-        options = {"address": address} if address else {"num_cpus": workers * threads}
-        ray.init(**options, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        options = {"address": address} if address is not None else {"num_cpus": workers * threads}
+        with ray_warnings(verbose):
+            ray.init(**options, include_dashboard=False, log_to_driver=verbose, configure_logging=False)
     data_root = str(resolve_root(data_root))  # the driver's folder, on every node (not each worker's default)
     remote = ray.remote(_run_on_worker).options(num_cpus=threads, num_gpus=1 if device.startswith("cuda") else 0,
                                                  max_retries=MAX_RETRIES)
