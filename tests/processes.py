@@ -1,7 +1,13 @@
-"""Helpers for tests of the command lines: in this process, or in a subprocess that they signal."""
+"""Helpers for tests of the command lines: in this process, or in a subprocess that they signal.
+
+The waits wait for an event (a line, a file, a state in /proc), never for a time; their timeouts
+(``WAIT``) only end a test that would otherwise hang, and are long because a shared machine can
+be loaded many times over (a FedAvg round of the tests took 85 s at a load average of 17 on 2 cores).
+"""
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import socket
@@ -9,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+WAIT = 900  # seconds
 
 
 def start(module: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
@@ -18,19 +26,50 @@ def start(module: str, *args: str, cwd: Path, env: dict | None = None) -> subpro
                             start_new_session=True)
 
 
-def wait_for_output(process: subprocess.Popen, needle: str, timeout: float = 120) -> str:
+def wait_for_output(process: subprocess.Popen, needle: str, timeout: float = WAIT) -> str:
     """Read the process's stderr until ``needle`` appears; returns what was read."""
-    seen, deadline = b"", time.monotonic() + timeout
-    while needle.encode() not in seen:
+    return wait_for_match(process, re.escape(needle), timeout)
+
+
+def wait_for_match(process: subprocess.Popen, pattern: str, timeout: float = WAIT) -> str:
+    """Read the process's stderr until the regular expression ``pattern`` matches; returns what was read."""
+    seen, deadline = "", time.monotonic() + timeout
+    while re.search(pattern, seen) is None:
         if time.monotonic() > deadline or process.poll() is not None:
-            raise AssertionError(f"{needle!r} never appeared; stderr so far: {seen[-500:]!r}")
+            raise AssertionError(f"{pattern!r} never appeared; stderr so far: {seen[-500:]!r}")
         ready, _, _ = select.select([process.stderr], [], [], 0.2)
         if ready:
-            seen += os.read(process.stderr.fileno(), 4096)
-    return seen.decode(errors="replace")
+            seen += os.read(process.stderr.fileno(), 4096).decode(errors="replace")
+    return seen
 
 
-def wait_until(condition, timeout: float = 120, what: str = "the condition") -> None:
+def wait_for_step(process: subprocess.Popen, bar: str, timeout: float = WAIT) -> str:
+    """Wait until the progress bar ``bar`` (tqdm's ``desc``) shows a finished step: its count is at
+    least 1. Its mere appearance is not enough: the loop it counts may not have started yet."""
+    return wait_for_match(process, rf"{re.escape(bar)}:[^\r\n]*\|\s*[1-9][0-9]*/", timeout)
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith(f"{field}:"))
+
+
+def handlers_installed(pid: int) -> bool:
+    """True once ``pid`` ignores SIGINT (Linux /proc): a sweep's worker sets that in its initialiser,
+    together with the signal it receives when its parent dies."""
+    return bool(_signal_mask(pid, "SigIgn") & (1 << (signal.SIGINT - 1)))
+
+
+def catches(pid: int, sig: int) -> bool:
+    """True once ``pid`` has a handler of its own for ``sig`` (Linux /proc). Python catches SIGINT
+    from its start, but SIGTERM only where the program asks."""
+    return bool(_signal_mask(pid, "SigCgt") & (1 << (sig - 1)))
+
+
+def wait_until(condition, timeout: float = WAIT, what: str = "the condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -44,6 +83,18 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def spawned_workers(pid: int) -> list[int]:
+    """The children of ``pid`` that are multiprocessing's spawned workers (not its resource tracker)."""
+    found = []
+    for child in children(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
     try:
@@ -53,7 +104,7 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+def finish(process: subprocess.Popen, timeout: float = WAIT) -> tuple[int, str]:
     """Wait for the process; its exit code and the rest of its stderr."""
     _, err = process.communicate(timeout=timeout)
     return process.returncode, err.decode(errors="replace")

@@ -4,12 +4,12 @@ import math
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from processes import alive, children, finish, interrupt, run_main, start, wait_until
+from processes import (alive, children, finish, handlers_installed, interrupt, run_main, spawned_workers, start,
+                       wait_until)
 
 from soteria_lib import experiments
 from soteria_lib.sweep import runner, tasks
@@ -191,7 +191,7 @@ def test_summarize_refuses_a_folder_and_a_damaged_log(tmp_path, capsys):
 
 def test_missing_grid_file_exits_2_from_the_shell(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "soteria_lib.experiments", "run", str(tmp_path / "nope.toml"),
-                           "--output", str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=120)
+                           "--output", str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"soteria-experiments run: error: grid file {tmp_path / 'nope.toml'} "
                                                 "does not exist"]
@@ -228,7 +228,7 @@ def test_a_signal_stops_the_sweep_keeps_its_rows_and_leaves_no_worker(tmp_path, 
     done = read_rows(csv)  # every row complete and typed
     assert 1 <= len(done) < 80 and len({(r["defense"], r["seed"]) for r in done}) == len(done)
     assert runner.read_sessions(csv)[-1]["status"] == "interrupted"
-    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10, what="the workers to end")
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=60, what="the workers to end")
 
 
 def test_killing_the_sweep_kills_its_workers(tmp_path):
@@ -237,10 +237,11 @@ def test_killing_the_sweep_kills_its_workers(tmp_path):
         tmp_path / "long.csv"
     process = start("experiments", "run", str(grid), "--output", str(csv), "--workers", "2", "--no_progress",
                     cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
-    wait_until(lambda: len(children(process.pid)) >= 2, what="two workers")
-    pids = children(process.pid)
-    time.sleep(3)  # the workers have picked up their first runs
+    wait_until(lambda: len(spawned_workers(process.pid)) >= 2, what="two workers")
+    pids = spawned_workers(process.pid)
+    # their initialisers have run (they then take their first runs): the death signal is set
+    wait_until(lambda: all(handlers_installed(pid) for pid in pids), what="the workers' initialisers")
     interrupt(process, signal.SIGKILL)
     process.wait(timeout=30)
-    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10, what="the orphaned workers to die")
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=60, what="the orphaned workers to die")
     assert _rows(csv) == 0  # no run of 100,000 steps finished, and nothing half-written appeared

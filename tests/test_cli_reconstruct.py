@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import finish, interrupt, run_main, start, wait_for_output
+from processes import finish, interrupt, run_main, start, wait_for_step
 
 from soteria_lib.reconstruct import main
 
@@ -184,7 +184,7 @@ def test_a_signal_stops_the_attack_and_keeps_its_best_result(tmp_path, sig, code
     out = tmp_path / "run"
     process = start("reconstruct", "--attack=dlg", "--dataset=mnist", "--max_iterations=100000", "--save_image",
                     f"--output={out}", cwd=tmp_path)
-    wait_for_output(process, "DLG")  # the attack's progress bar: the attack is running
+    wait_for_step(process, "DLG")  # a finished L-BFGS step: the attack holds a best image
     interrupt(process, sig)
     returncode, err = finish(process)
     assert returncode == code and "Traceback" not in err, err
@@ -198,7 +198,7 @@ def test_two_quick_signals_never_leave_an_image_without_its_metrics(tmp_path):
         out = tmp_path / f"run{attempt}"
         process = start("reconstruct", "--attack=dlg", "--dataset=mnist", "--max_iterations=100000",
                         "--save_image", f"--output={out}", cwd=tmp_path)
-        wait_for_output(process, "DLG")
+        wait_for_step(process, "DLG")  # the saving path, not the one before any step
         interrupt(process)
         time.sleep(0.05 * attempt)
         if process.poll() is None:
@@ -207,3 +207,4 @@ def test_two_quick_signals_never_leave_an_image_without_its_metrics(tmp_path):
         assert returncode == 130 and "Traceback" not in err, err
         written = sorted(p.name for p in out.iterdir()) if out.exists() else []
         assert written in ([], ["metrics.json", "reconstruction.png"]), written
+
