@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from .data import Normalization, dataset_info, load_dataset
 from .defenses import defense_params, get_defense
 from .files import json_writer, write_atomic, write_together
+from .limits import check_count
 from .models import MODELS, get_model
 from .plotting import plot_accuracy
 from .privacy import fedavg_budget
@@ -67,10 +68,8 @@ class FedAvgConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name, minimum in (("clients", 1), ("rounds", 0), ("local_epochs", 1), ("batch_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        for name in ("clients", "rounds", "local_epochs", "batch_size"):
+            check_count(name, getattr(self, name))  # within soteria_lib.limits, whose bounds say why
         for name, ok, rule in (("fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
                                ("lr", lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
                                ("alpha", lambda v: math.isfinite(v) and v > 0, "a finite number > 0")):

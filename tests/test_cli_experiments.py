@@ -88,7 +88,7 @@ BAD_GRIDS = [
     ('[attacks.dlg]\ndatasets = ["svhn"]', "unknown name 'svhn'"),
     ('[attacks.dlg]\ndatasets = ["mnist"]\nrestarts = 2', "unknown key 'restarts'"),
     ('[attacks.dlg]\ndatasets = ["mnist"]\nattack_options = {restarts = 2}', "has no option 'restarts'"),
-    ('[attacks.dlg]\ndatasets = ["mnist"]\nmax_iterations = -3', "must be >= 0"),
+    ('[attacks.dlg]\ndatasets = ["mnist"]\nmax_iterations = -3', "max_iterations.mnist must be an integer >= 0"),
     ('[attacks.dlg]\ndatasets = ["mnist"]\nmax_iterations = {cifar10 = 3}', "no budget for dataset 'mnist'"),
     ('[attacks.dlg]\ndatasets = ["mnist"]\n[fedavg]\ndatasets = ["mnist"]\noutput = "unused"\n'
      'options = {rounds = "x"}', "fedavg.options"),

@@ -31,10 +31,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from matplotlib.figure import Figure
 
 from ..attacks import attack_info
-from ..data import DATASETS
+from ..data import DATASETS, dataset_info
+from ..limits import check_count, check_counts
+from ..models import get_model
 from ..metrics import REBUILT_PSNR, image_metrics, is_rebuilt
 from ..pipeline import Setup, run_reconstruction
 from ..quantiles import quantile
@@ -90,37 +93,67 @@ def load_study(path: str | Path) -> list[CurveSpec]:
         table = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise GridError(f"study file {path} cannot be read ({exc})") from None
+    _keys(table, {"images", "seeds", "studies"}, str(path))
+    studies = table.get("studies", {})
+    if not isinstance(studies, dict):
+        raise GridError(f"{path}: studies must be [studies.NAME] tables, got {studies!r}")
     specs = []
-    for name, study in (table.get("studies") or {}).items():
+    for name, study in studies.items():
         where = f"studies.{name}"
-        if not isinstance(study, dict) or set(study) - STUDY_KEYS:
-            raise GridError(f"{where}: unknown key(s) {sorted(set(study) - STUDY_KEYS)}; allowed: {sorted(STUDY_KEYS)}")
+        if not isinstance(study, dict):
+            raise GridError(f"{where}: expected a table, got {study!r}")
+        _keys(study, STUDY_KEYS, where)
         images, seeds = _integers(study, table, "images", where), _integers(study, table, "seeds", where)
         try:
             info = attack_info(study.get("attack", ""))
             every, budget = study.get("every"), study.get("max_iterations")
             if not (isinstance(every, int) and isinstance(budget, int) and 1 <= every <= budget):
                 raise ValueError("every and max_iterations are integers with 1 <= every <= max_iterations")
+            check_count("max_iterations", budget)
+            check_count("records", budget // every, "max_iterations / every")
             options, model_options = study.get("attack_options", {}), study.get("model_options", {})
+            if not isinstance(options, dict) or not isinstance(model_options, dict):
+                raise ValueError("attack_options and model_options are tables, e.g. {width = 32}")
+            check_counts(options)
+            check_counts(model_options)
             info.configure(**options, max_iterations=budget)
             datasets = study.get("datasets", [])
-            unknown = [d for d in datasets if d not in DATASETS]
-            if not datasets or unknown:
-                raise ValueError(f"datasets must name some of {sorted(DATASETS)}")
+            if not isinstance(datasets, list) or not datasets or any(d not in DATASETS for d in datasets):
+                raise ValueError(f"datasets must name some of {sorted(DATASETS)}, in a list")
+            found = [CurveSpec(name, info.name, dataset, image, seed, budget, every, options, model_options)
+                     for dataset in datasets for image in images for seed in seeds]
+            for dataset in datasets:  # the model options, by building each model (shapes only, no memory)
+                _build_model(next(s for s in found if s.dataset == dataset).setup())
         except (ValueError, TypeError) as exc:
             raise GridError(f"{where}: {exc}") from None
-        specs += [CurveSpec(name, info.name, dataset, image, seed, budget, every, options, model_options)
-                  for dataset in datasets for image in images for seed in seeds]
+        specs += found
     if not specs:
         raise GridError(f"{path}: no [studies.NAME] table")
     return specs
 
 
+def _keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise GridError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _build_model(setup: Setup) -> None:
+    """Build the run's model on PyTorch's meta device: every option is checked, nothing allocated."""
+    name, options = setup.model_spec()
+    info = dataset_info(setup.dataset)
+    with torch.device("meta"):
+        get_model(name, info.shape, info.num_classes, **options)
+
+
 def _integers(study: dict, table: dict, key: str, where: str) -> list[int]:
     """A study's own ``images`` or ``seeds``, else the file's; seeds are checked."""
     values = study.get(key, table.get(key))
-    if not isinstance(values, list) or not values or not all(isinstance(v, int) for v in values):
+    if (not isinstance(values, list) or not values
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)):
         raise GridError(f"{where}: {key} must be a non-empty list of integers")
+    if key == "images" and min(values) < -1:
+        raise GridError(f"{where}: images are target ids, -1 (the embedded photograph) or >= 0, got {min(values)}")
     return check_seeds(values, f"{where}: seeds") if key == "seeds" else values
 
 

@@ -45,6 +45,7 @@ from ..attacks.battery import ATTACKER_OPTIONS, ATTACKERS, attacker_info
 from ..data import DATASETS
 from ..defenses import DefenseSetting, defense_info, defense_names
 from ..federated import FedAvgExperiment
+from ..limits import check_count, check_counts
 from ..pipeline import Setup
 from ..runtime import check_seed
 from ..scales import SCALES
@@ -146,6 +147,14 @@ def _typed(value, kind, where: str):
     return value
 
 
+def _count(name: str, value, where: str) -> int:
+    """A count within :data:`soteria_lib.limits.LIMITS`, else a :class:`GridError` naming ``where``."""
+    try:
+        return check_count(name, value, where)
+    except ValueError as exc:
+        raise GridError(str(exc)) from None
+
+
 def _unique(values: list, where: str) -> list:
     if not values:
         raise GridError(f"{where}: the list is empty")
@@ -232,10 +241,7 @@ def _iterations(value, datasets: list[str], scale_budget: int, where: str) -> di
     for dataset in datasets:
         if dataset not in per_dataset:
             raise GridError(f"{where}.max_iterations: no budget for dataset {dataset!r}")
-        budget = _typed(per_dataset[dataset], int, f"{where}.max_iterations.{dataset}")
-        if budget < 0:
-            raise GridError(f"{where}.max_iterations.{dataset}: must be >= 0, got {budget}")
-        budgets[dataset] = budget
+        budgets[dataset] = _count("max_iterations", per_dataset[dataset], f"{where}.max_iterations.{dataset}")
     return budgets
 
 
@@ -269,6 +275,7 @@ def parse_attacks(table: dict, scale: str, images, seeds, settings) -> list[Reco
             raise GridError(f"{where}.attack_options: {reserved[0]!r} belongs to an attacker; list it in "
                             f"{where}.attackers")
         try:
+            check_counts(attack_options)
             for budget in set(budgets.values()):
                 attack_info(attack).configure(**attack_options, max_iterations=budget)
         except (ValueError, TypeError) as exc:
@@ -347,6 +354,9 @@ def load_grid(path: str | Path, fedavg_output: str | Path | None = None) -> Grid
     settings = parse_defenses(_require(table, "defenses", dict, "grid"))
     reconstructions = parse_attacks(_require(table, "attacks", dict, "grid"), scale, images, seeds, settings)
     fedavg_table = table.get("fedavg")
-    output = Path(fedavg_output or (fedavg_table or {}).get("output", DEFAULT_FEDAVG_OUTPUT))
+    if fedavg_table is not None:
+        _typed(fedavg_table, dict, "fedavg")
+    output = Path(fedavg_output or _typed((fedavg_table or {}).get("output", DEFAULT_FEDAVG_OUTPUT), str,
+                                          "fedavg.output"))
     fedavg = parse_fedavg(fedavg_table, scale, settings, output) if fedavg_table is not None else []
     return Grid(reconstructions, fedavg, output)
