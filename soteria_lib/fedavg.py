@@ -13,18 +13,20 @@ same command resumes from it.
 """
 from __future__ import annotations
 
+from ._cli import (Parser, check_writable_folder, command, count, exit_with, fail, finite_float, interrupted_code,
+                   non_negative_float, positive_float, quiet_start, seed_int)
 
-from ._cli import (Parser, check_writable_folder, exit_with, fail, finite_float, handle_signals,
-                   interrupted_code, non_negative_float, non_negative_int, positive_float, positive_int,
-                   seed_int)
-from .data import DATASETS, DatasetNotFoundError
+PROG = "soteria-fedavg"
+if __name__ == "__main__":
+    quiet_start(PROG)  # before torch is imported: a Ctrl-C now is one line, not a traceback
+
+from .data import DATASETS, DatasetNotFoundError  # noqa: E402 (after the signal handlers)
 from .privacy import OpacusMissing
 from .defenses import defense_names
 from .federated import FedAvgConfig, FedAvgExperiment, run_experiment
 from .models import MODELS
 from .scales import SCALES
 
-PROG = "soteria-fedavg"
 DEFAULTS = FedAvgConfig()
 
 
@@ -33,11 +35,11 @@ def build_parser() -> Parser:
     p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
     p.add_argument("--model", default="lenet", choices=sorted(MODELS))
     p.add_argument("--scale", default="teaching", choices=list(SCALES))
-    p.add_argument("--clients", type=positive_int, default=DEFAULTS.clients)
+    p.add_argument("--clients", type=count("clients"), default=DEFAULTS.clients)
     p.add_argument("--fraction", type=positive_float, default=DEFAULTS.fraction, help="clients per round, in (0, 1]")
-    p.add_argument("--rounds", type=non_negative_int, default=DEFAULTS.rounds)
-    p.add_argument("--local_epochs", type=positive_int, default=DEFAULTS.local_epochs)
-    p.add_argument("--batch_size", type=positive_int, default=DEFAULTS.batch_size)
+    p.add_argument("--rounds", type=count("rounds"), default=DEFAULTS.rounds)
+    p.add_argument("--local_epochs", type=count("local_epochs"), default=DEFAULTS.local_epochs)
+    p.add_argument("--batch_size", type=count("batch_size"), default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=positive_float, default=DEFAULTS.lr)
     split = p.add_mutually_exclusive_group()
     split.add_argument("--iid", action="store_true", help="IID split (the default when --alpha is not given)")
@@ -63,9 +65,9 @@ def experiment_from(args) -> FedAvgExperiment:
                             pruning_rate=args.pruning_rate, noise=args.noise, clip=args.clip, training=training)
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handle_signals()
     try:
         experiment = experiment_from(args)
         check_writable_folder(args.output)

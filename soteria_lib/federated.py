@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import math
 import time
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .data import Normalization, dataset_info, load_dataset
 from .defenses import defense_params, get_defense
-from .files import json_writer, write_atomic, write_together
+from .files import Writer, json_writer, write_atomic, write_together
 from .limits import check_count
 from .models import MODELS, get_model
 from .plotting import plot_accuracy
@@ -146,6 +147,16 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch
 
 
 CHECKPOINT_KEYS = {"config", "run_tag", "model", "history"}
+
+
+def checkpoint_writer(state: dict) -> Writer:
+    """A writer of ``state`` as a torch checkpoint. It is serialised in memory first and written
+    with one plain file write, so a full disk is an ``OSError`` naming the file (torch's own
+    writer reports it as an ``enforce fail`` in C++)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    return lambda tmp: Path(tmp).write_bytes(data)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -257,8 +268,7 @@ def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test:
             on_round(record)
         if checkpoint:
             state = {"config": asdict(config), "run_tag": run_tag, "model": model.state_dict(), "history": history}
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(checkpoint, lambda tmp: torch.save(state, tmp))
+            write_atomic(checkpoint, checkpoint_writer(state))
     bar.close()
     return history
 
@@ -346,9 +356,7 @@ def run_experiment(experiment: FedAvgExperiment, output: str | Path | None = Non
     seed_everything(experiment.training.seed)
     model = get_model(experiment.model, info.shape, info.num_classes,
                       **TRAINING_OPTIONS.get(experiment.model, {})).to(device)
-    out = Path(output) if output is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    out = Path(output) if output is not None else None  # created by its first file: a failed run leaves no empty one
     run_tag = {**{k: v for k, v in experiment.identity().items() if k not in asdict(experiment.training)},
                "data": fingerprint(train, test)}
     privacy = privacy_budget(experiment, train[1])  # before training: a missing extra fails at once

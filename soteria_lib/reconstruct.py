@@ -15,10 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._cli import (Parser, check_writable_folder, exit_with, fail, finite_float, handle_signals,
-                   interrupted_code, non_negative_float, non_negative_int, positive_float, positive_int,
-                   seed_int)
-from .attacks import ATTACKS
+from ._cli import (Parser, check_writable_folder, command, count, exit_with, fail, finite_float, interrupted_code,
+                   non_negative_float, positive_float, quiet_start, seed_int)
+
+PROG = "soteria-reconstruct"
+if __name__ == "__main__":
+    quiet_start(PROG)  # before torch is imported: a Ctrl-C now is one line, not a traceback
+
+from .attacks import ATTACKS  # noqa: E402 (after the signal handlers)
 from .attacks.battery import ATTACKERS, attacker_info
 from .data import DATASETS, DatasetNotFoundError
 from .defenses import defense_names
@@ -28,7 +32,6 @@ from .pipeline import Setup, run_reconstruction, validate
 from .plotting import save_comparison
 from .scales import SCALES
 
-PROG = "soteria-reconstruct"
 # Flags that set fields of the attack's settings, passed on only when given (their defaults
 # live in the attack's config): flag -> field.
 ATTACK_FLAGS = {"max_iterations": "max_iterations", "restarts": "restarts", "tv": "tv", "cost_fn": "cost_fn",
@@ -50,10 +53,10 @@ def build_parser() -> Parser:
     p.add_argument("--clip", type=positive_float, default=None,
                    help="dp-*: clip the update's global L2 norm to this before adding noise")
     p.add_argument("--scale", default="teaching", choices=list(SCALES))
-    p.add_argument("--max_iterations", type=non_negative_int, default=None,
+    p.add_argument("--max_iterations", type=count("max_iterations"), default=None,
                    help="overrides the scale's iteration count")
     p.add_argument("--dryrun", action="store_true", help="run one iteration only (a smoke test)")
-    p.add_argument("--restarts", type=positive_int, default=None, help="GS: independent dummies (default 1)")
+    p.add_argument("--restarts", type=count("restarts"), default=None, help="GS: independent dummies (default 1)")
     p.add_argument("--tv", type=non_negative_float, default=None, help="GS: total-variation weight (default 1e-4)")
     p.add_argument("--cost_fn", default=None, help="GS: gradient matching cost, sim or l2 (default sim)")
     p.add_argument("--optimizer", default=None, help="GS: optimiser, adam, sgd or lbfgs (default adam)")
@@ -86,9 +89,9 @@ def setup_from(args) -> Setup:
                  data_root=args.data_root)
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handle_signals()
     setup = setup_from(args)
     out = Path(args.output)
     images = Path(args.image_path) if args.image_path else out
@@ -116,13 +119,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_results(result, args, out: Path, images: Path) -> None:
-    """``metrics.json`` and, with ``--save_image``, the PNG: together or not at all."""
-    out.mkdir(parents=True, exist_ok=True)
+    """``metrics.json`` and, with ``--save_image``, the PNG: together or not at all (their folders
+    are created with them, and removed again if the disk refuses them)."""
     writers = {}
     if args.save_image:
         normalization = result.update.metadata.normalization
         truth = normalization.normalize(result.target.image)
-        images.mkdir(parents=True, exist_ok=True)
         writers[images / "reconstruction.png"] = lambda tmp: save_comparison(
             tmp, truth, result.reconstruction.inputs[0], normalization,
             ("ground truth", f"{args.attack}, {args.defense} {args.pruning_rate:g}%"))

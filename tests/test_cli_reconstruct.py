@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import finish, interrupt, run_main, start, wait_for_step
+from processes import catches, finish, interrupt, run_main, start, wait_for_step, wait_until
 
 from soteria_lib.reconstruct import main
 
@@ -208,3 +208,17 @@ def test_two_quick_signals_never_leave_an_image_without_its_metrics(tmp_path):
         written = sorted(p.name for p in out.iterdir()) if out.exists() else []
         assert written in ([], ["metrics.json", "reconstruction.png"]), written
 
+
+@pytest.mark.parametrize("module", ["reconstruct", "fedavg", "experiments"])
+def test_a_signal_while_the_command_line_starts_is_one_line_not_a_traceback(tmp_path, module):
+    """The handlers come before torch's import (a second or more): from the moment they are in
+    place, a Ctrl-C is one line and 130, and nothing is written."""
+    args = {"reconstruct": ["--attack=dlg", "--max_iterations=100000"], "fedavg": ["--rounds=500"],
+            "experiments": ["run", str(ROOT / "experiments" / "teaching.toml")]}[module]
+    process = start(module, *args, "--output", str(tmp_path / "out"), "--no_progress", cwd=tmp_path)
+    wait_until(lambda: catches(process.pid, signal.SIGTERM), what="the signal handlers")
+    interrupt(process)
+    returncode, err = finish(process)
+    lines = err.strip().splitlines()
+    assert returncode == 130 and "Traceback" not in err and "interrupted" in lines[-1], err
+    assert not (tmp_path / "out").exists() or module == "experiments"

@@ -1,11 +1,42 @@
 """Every number checked against what the code downstream can hold, and every grid key against its
-type, at load time for grids and studies; one line naming the key, exit 2, nothing written
-(soteria_lib.limits)."""
+type: at parse time on the command lines, at load time for grids and studies; one line naming the
+flag or key, exit 2, nothing written (soteria_lib.limits)."""
 import pytest
 from processes import run_main
 
-from soteria_lib import experiments
+from soteria_lib import experiments, fedavg, reconstruct
 from soteria_lib.limits import LIMITS, check_count, check_counts
+
+HUGE = "100000000000000000000"  # 10**20: past 2**63, which C sizes in torch and tqdm cannot hold
+
+
+@pytest.mark.parametrize("main, argv, needle", [
+    (reconstruct.main, ["--max_iterations", HUGE], "--max_iterations: must be at most 1,000,000,000"),
+    (reconstruct.main, ["--max_iterations", "1e20"], "--max_iterations: must be an integer >= 0, got '1e20'"),
+    (reconstruct.main, ["--restarts", HUGE], "--restarts: must be at most 1,000"),
+    (reconstruct.main, ["--restarts", "1e20"], "--restarts: must be a positive integer, got '1e20'"),
+    (reconstruct.main, ["--restarts", "1001"], "--restarts: must be at most 1,000"),
+    (fedavg.main, ["--clients", HUGE], "--clients: must be at most 1,000,000"),
+    (fedavg.main, ["--rounds", HUGE], "--rounds: must be at most 1,000,000"),
+    (fedavg.main, ["--local_epochs", HUGE], "--local_epochs: must be at most 1,000,000"),
+    (fedavg.main, ["--batch_size", HUGE], "--batch_size: must be at most 1,000,000"),
+    (experiments.main, ["run", "grid.toml", "--workers", HUGE], "--workers: must be at most 1,024"),
+    (experiments.main, ["run", "grid.toml", "--threads", HUGE], "--threads: must be at most 1,024"),
+    (experiments.main, ["study", "study.toml", "--workers", "1e20"], "--workers: must be a positive integer"),
+    (experiments.main, ["run", "grid.toml", "--backend", "ray", "--address", ""], "--address: a Ray address is "
+                                                                                  "HOST:PORT"),
+    (experiments.main, ["run", "grid.toml", "--backend", "ray", "--address", "head"], "got 'head'"),
+    (experiments.main, ["run", "grid.toml", "--backend", "ray", "--address", "head:65536"], "must be in 1..65535"),
+])
+def test_a_count_no_run_can_hold_is_refused_when_the_flags_are_parsed(tmp_path, monkeypatch, capsys, main, argv,
+                                                                      needle):
+    monkeypatch.chdir(tmp_path)
+    assert run_main(main, [*argv, "--no_progress"] if main is not experiments.main else argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in lines[0], lines
+    assert list(tmp_path.iterdir()) == []
+
+
 
 
 def _grid(top: str, rest: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from ..defenses import DEFENSES
-from ..files import write_atomic
+from ..files import Writer
 from ..metrics import DIVERGED_MSE
 from .report import title
 from .summary import WORST, Group
@@ -112,13 +112,10 @@ def mse_against_accuracy(groups: list[Group], accuracies: dict, metric: str = "m
     return fig
 
 
-def save_figures(groups: list[Group], accuracies: dict, summary_path: Path) -> list[Path]:
-    """Write both figures as ``<summary stem>_mse_vs_rate.png`` and ``_mse_vs_accuracy.png``
-    beside the summary; returns the paths."""
+def figure_writers(groups: list[Group], accuracies: dict, summary_path: Path) -> dict[Path, Writer]:
+    """Both figures, ``<summary stem>_mse_vs_rate.png`` and ``_mse_vs_accuracy.png`` beside the
+    summary, as writers for :func:`soteria_lib.files.write_together` (the summary and its figures
+    appear together or not at all)."""
     figures = {"mse_vs_rate": mse_against_rate(groups), "mse_vs_accuracy": mse_against_accuracy(groups, accuracies)}
-    paths = []
-    for name, figure in figures.items():
-        path = summary_path.with_name(f"{summary_path.stem}_{name}.png")
-        write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
-        paths.append(path)
-    return paths
+    return {summary_path.with_name(f"{summary_path.stem}_{name}.png"):
+            (lambda tmp, figure=figure: figure.savefig(tmp, format="png", dpi=110)) for name, figure in figures.items()}

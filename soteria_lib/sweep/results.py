@@ -3,7 +3,8 @@
 A row is written in one ``write`` call and flushed to disk before the next run is recorded, so
 an interrupted sweep leaves only complete rows (an unterminated last line is ignored when read,
 and dropped before the next sweep appends). The parameter columns (:data:`KEY_COLUMNS`) identify
-a run: a sweep skips every run whose key is already in the file. Every row records where it was
+a run: a sweep skips every run whose key is already in the file, and a summary refuses a file
+that holds one twice (:meth:`Table.unique_rows`). Every row records where it was
 made (device, torch version, CPU capability, threads): a row repeats bit for bit only there.
 Rows from before those columns existed leave them empty (unknown).
 """
@@ -13,13 +14,12 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..defenses import DefenseSetting
-from ..files import write_atomic
+from ..files import append_whole, write_atomic
 from ..metrics import is_diverged
 from .grid import ReconstructionSpec, canonical_json
 
@@ -146,12 +146,29 @@ class Table:
         return keys
 
     def append_rows(self, path: str | Path, rows: list[dict]) -> None:
-        """Append complete rows in one write and force them to disk."""
-        text = "".join(_line([format_value(row[c]) for c in self.columns]) for row in rows)
-        with open(path, "a") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        """Append complete rows in one write and force them to disk; a full disk leaves none of them."""
+        append_whole(Path(path), "".join(_line([format_value(row[c]) for c in self.columns]) for row in rows))
+
+    def unique_rows(self, rows: list[dict], path: str | Path, keep_first: bool = False) -> list[dict]:
+        """``rows`` (read from ``path``) if no run key appears twice. Duplicates (two sweeps that
+        wrote one file) are a :class:`ResultsError` naming them, or with ``keep_first`` are
+        dropped but for the first row of each key, the one written first."""
+        first: dict[tuple, int] = {}
+        repeated: dict[tuple, list[int]] = {}
+        for index, row in enumerate(rows):
+            key = self.run_key(row)
+            if key in first:
+                repeated.setdefault(key, [first[key]]).append(index)
+            else:
+                first[key] = index
+        if repeated and not keep_first:
+            named = "; ".join(f"{', '.join(f'{c}={v}' for c, v in zip(self.key, key))} on lines "
+                              f"{', '.join(str(i + 2) for i in lines)}" for key, lines in list(repeated.items())[:2])
+            more = f" and {len(repeated) - 2} more" if len(repeated) > 2 else ""
+            raise ResultsError(f"{path} holds {len(repeated)} runs more than once (as two sweeps writing it at once "
+                               f"leave it): {named}{more}; remove the repeated rows, or read the first of each with "
+                               "--keep_first")
+        return [row for index, row in enumerate(rows) if first[self.run_key(row)] == index]
 
 
 RESULTS = Table(COLUMNS, KEY_COLUMNS)

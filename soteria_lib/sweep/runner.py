@@ -36,7 +36,7 @@ from ..attacks import attack_info
 from ..data import load_dataset
 from ..defenses.soteria import keep_recent_norms, recent_norms
 from ..federated import read_result
-from ..files import write_json
+from ..files import WriteFailed, signals_deferred, write_json
 from . import cluster
 from .tasks import RunFailed, run_task
 from .grid import FedAvgSpec, Grid, GridError
@@ -184,14 +184,15 @@ def finished(tasks: list, workers: int, threads: int, device: str, data_root: st
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _on_this_host(tasks, workers, threads, device, data_root, commit, address):
+def _on_this_host(tasks, workers, threads, device, data_root, commit, address, verbose):
     if address is not None:
         raise ValueError("an address names a Ray cluster: use it with the ray backend")
     return finished(tasks, workers, threads, device, data_root, commit)
 
 
-def _on_ray(tasks, workers, threads, device, data_root, commit, address):
-    return cluster.finished(tasks, workers, threads, device, data_root, commit, address, recent=RECENT_NORMS)
+def _on_ray(tasks, workers, threads, device, data_root, commit, address, verbose):
+    return cluster.finished(tasks, workers, threads, device, data_root, commit, address, recent=RECENT_NORMS,
+                            verbose=verbose)
 
 
 # Backend name -> how the runs are spread: worker processes here, or Ray tasks (soteria_lib.sweep.cluster).
@@ -200,42 +201,57 @@ BACKENDS = {"local": _on_this_host, "ray": _on_ray}
 
 def execute(sweep: Plan, csv_path: Path, workers: int = 1, threads: int | None = None, device: str = "cpu",
             data_root: str | None = None, progress: bool = True, command: str = "", backend: str = "local",
-            address: str | None = None) -> dict:
+            address: str | None = None, verbose: bool = False, on_start=None) -> dict:
     """Run every task of ``sweep``, appending each finished run's rows to ``csv_path``.
 
-    ``backend`` is a key of :data:`BACKENDS`; ``address`` names a Ray cluster (ray backend only).
-    Returns the session record (also appended to ``<csv>.sessions.json``); a failing run
-    stops the sweep with :class:`RunFailed`.
+    ``backend`` is a key of :data:`BACKENDS`; ``address`` names a Ray cluster (ray backend only),
+    ``verbose`` shows Ray's own warnings. The session is on record in ``<csv>.sessions.json``
+    from its first moment (status ``started``, then ``complete``, ``interrupted`` or ``failed``;
+    one that stays ``started`` was killed), and ``on_start()`` is called once it is. Returns the
+    session record; a failing run stops the sweep with :class:`RunFailed`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
     threads = threads or default_threads(workers)
-    commit = git_commit()
     session = {"command": command, "backend": backend, "address": address, "workers": workers,
-               "threads_per_worker": threads, "device": device, "commit": commit, "version": __version__,
+               "threads_per_worker": threads, "device": device, "commit": "unknown", "version": __version__,
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "runs_skipped": sweep.skipped_runs, "fedavg_skipped": sweep.skipped_fedavg,
-               "runs_done": 0, "fedavg_done": 0, "status": "failed", "load_average_start": _load_average()}
-    start = time.perf_counter()
-    bar = tqdm(total=len(sweep.tasks), desc="sweep", unit="run", disable=not progress, smoothing=0.05)
+               "runs_done": 0, "fedavg_done": 0, "status": "started", "load_average_start": _load_average()}
+    earlier, start, bar = read_sessions(csv_path), time.perf_counter(), None
     try:
-        for task, rows in BACKENDS[backend](sweep.tasks, workers, threads, device, data_root, commit, address):
+        write_json(sessions_path(csv_path), [*earlier, session])
+        if on_start is not None:
+            on_start()
+        session["commit"] = commit = git_commit()
+        bar = tqdm(total=len(sweep.tasks), desc="sweep", unit="run", disable=not progress, smoothing=0.05)
+        for task, rows in BACKENDS[backend](sweep.tasks, workers, threads, device, data_root, commit, address,
+                                            verbose):
             if isinstance(task, FedAvgSpec):
                 session["fedavg_done"] += 1
             else:
-                sweep.table.append_rows(csv_path, rows)
-                session["runs_done"] += 1
+                with signals_deferred():  # a row on disk is a run counted: Ctrl-C comes before or after both
+                    sweep.table.append_rows(csv_path, rows)
+                    session["runs_done"] += 1
             bar.update()
             bar.set_postfix_str(task.describe(), refresh=False)
         session["status"] = "complete"
     except KeyboardInterrupt:
         session["status"] = "interrupted"
         raise
+    except BaseException:
+        session["status"] = "failed"
+        raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         session["wall_seconds"] = round(time.perf_counter() - start, 1)
         session["load_average_end"] = _load_average()
-        log_session(csv_path, session)
+        try:
+            write_json(sessions_path(csv_path), [*earlier, session])
+        except WriteFailed:
+            if session["status"] == "complete":  # else the error that stopped the sweep is the one to report
+                raise
     return session
 
 
@@ -246,11 +262,6 @@ def _load_average() -> list[float] | None:
 
 def sessions_path(csv_path: Path) -> Path:
     return Path(csv_path).with_suffix(".sessions.json")
-
-
-def log_session(csv_path: Path, session: dict) -> None:
-    """Append ``session`` to the sweep's log of sessions (how long each call took, and where)."""
-    write_json(sessions_path(csv_path), [*read_sessions(csv_path), session])
 
 
 def read_sessions(csv_path: Path) -> list[dict]:

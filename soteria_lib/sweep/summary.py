@@ -30,7 +30,7 @@ from ..federated import read_results
 from ..metrics import DIVERGED_MSE, REBUILT_PSNR, is_rebuilt
 from ..quantiles import quantile
 from .grid import Grid, canonical_json
-from .results import read_rows
+from .results import RESULTS, read_rows
 from .statistics import (INTERVAL_RULE, MATCHING_RULE, Estimate, difference_interval, matches, mean_interval,
                          median_interval, proportion_interval, ratio_interval)
 
@@ -321,13 +321,17 @@ def attacker_order(names) -> list[str]:
     return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
 
 
-def summarize(csv_path: str | Path, fedavg_root: str | Path, grid: Grid | None = None) -> tuple[list[Group], dict]:
+def summarize(csv_path: str | Path, fedavg_root: str | Path, grid: Grid | None = None,
+              keep_first: bool = False) -> tuple[list[Group], dict]:
     """The groups of the results CSV, and the FedAvg accuracies found under ``fedavg_root``.
     With ``grid``, every cell also says how many runs the grid asks of it (and cells it asks for
-    that have no run yet appear with 0 runs in :func:`missing_cells`)."""
-    rows = read_rows(csv_path)
+    that have no run yet appear with 0 runs in :func:`missing_cells`). A CSV that holds a run
+    twice is refused (it would count twice), unless ``keep_first`` reads the first row of each."""
+    rows = RESULTS.unique_rows(read_rows(csv_path), csv_path, keep_first)
     if not rows:
         raise ValueError(f"{csv_path} holds no results")
+    if Path(fedavg_root).exists() and not Path(fedavg_root).is_dir():
+        raise ValueError(f"FedAvg folder {fedavg_root} is not a folder (it holds one folder per FedAvg run)")
     accuracies = read_accuracies(fedavg_root) if Path(fedavg_root).is_dir() else {}
     expected = expected_runs(grid)
     grouped: dict[tuple, dict[tuple, list[dict]]] = {}
