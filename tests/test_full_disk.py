@@ -223,6 +223,18 @@ def test_a_disk_already_full_is_refused_before_any_work(disk, tmp_path, capsys, 
     assert disk.contents() == [] and not started
 
 
+@pytest.mark.parametrize("name", ["run", "study"])
+def test_a_csv_header_the_disk_refuses_is_exit_2_before_any_run(disk, tmp_path, monkeypatch, capsys, name):
+    """The header is written when the sweep is planned, after the checks and before any run."""
+    main, argv = _command(name, [], disk.root, tmp_path, None, None)
+    disk.fill_before(monkeypatch, "sweep.csv")
+    started = []
+    monkeypatch.setattr(experiments, "execute", lambda *args, **kwargs: started.append(1))
+    assert run_main(main, argv) == 2
+    assert f"sweep.csv: {NO_SPACE}" in _one_line(capsys)
+    assert disk.contents() == [] and not started
+
+
 LONG_NAME = "x" * 300  # one path component longer than any Linux file system takes (255 bytes)
 
 
