@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import catches, finish, interrupt, run_main, start, wait_for_step, wait_until
+from processes import WAIT, catches, finish, interrupt, run_main, start, wait_for_step, wait_until
 
 from soteria_lib.reconstruct import main
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cli(*args, cwd, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "soteria_lib.reconstruct", *args, "--no_progress"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=WAIT)
 
 
 def test_main_example_runs_without_any_dataset(tmp_path):
@@ -146,7 +146,7 @@ def test_cli_flags_reach_the_run(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "soteria_lib.reconstruct", "--attack=dlg", "--defense=dp-laplace",
                            "--noise=0.01", "--clip=5", "--adaptive", "--max_iterations=2", "--no_progress",
-                           f"--output={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                           f"--output={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=WAIT)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["defense"], metrics["noise"], metrics["clip"]) == ("dp-laplace", 0.01, 5)
@@ -173,7 +173,7 @@ def test_cli_attacker_sets_its_battery_options(tmp_path):
 def test_bad_noise_flags_are_one_line_errors(tmp_path, args, needle):
     proc = subprocess.run([sys.executable, "-m", "soteria_lib.reconstruct", "--attack=dlg", *args, "--no_progress",
                            f"--output={tmp_path / 'out'}"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=WAIT)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
