@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from ._cli import (Parser, check_writable_file, check_writable_folder, exit_with, fail, handle_signals,
-                   interrupted_code, positive_int)
+                   interrupted_code, parse_command_line, positive_int)
 from .data import DatasetNotFoundError
 from .files import write_atomic, write_json
 from .runtime import resolve_device
@@ -34,7 +34,10 @@ from .sweep.report import render
 from .sweep.results import ResultsError
 from .ray_cluster import RayMissing, require_ray
 from .sweep.runner import BACKENDS, RunFailed, execute, plan, read_sessions
-from .sweep.summary import missing_cells, summarize, to_json
+from .sweep.results import read_rows
+from .sweep.summary import missing_cells, read_accuracies, summarize, to_json
+from .sweep.verdict import WORST, build as build_verdict
+from .sweep.verdict_report import render as render_verdict, save_figure as save_verdict_figure
 
 PROG = "soteria-experiments"
 
@@ -146,6 +149,8 @@ def summarize_command(args) -> int:
     try:
         check_writable_file(output, "summary file")
         grid = load_grid(args.grid) if args.grid else None
+        if grid is not None and grid.verdict is not None:
+            return verdict_summary(csv_path, args.fedavg, grid.verdict, output)
         groups, accuracies = summarize(csv_path, args.fedavg, grid)
         missing = None if grid is None else missing_cells(groups, grid)
         sessions = read_sessions(csv_path)
@@ -160,12 +165,29 @@ def summarize_command(args) -> int:
     return 0
 
 
+def verdict_summary(csv_path: Path, fedavg: str, plan, output: Path) -> int:
+    """The summary of a grid with a ``[verdict]`` table (:mod:`soteria_lib.sweep.verdict`)."""
+    accuracies = read_accuracies(fedavg) if Path(fedavg).is_dir() else {}
+    experiments = build_verdict(read_rows(csv_path), accuracies, plan)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure = save_verdict_figure(experiments, accuracies, plan, output)
+    sources = (f"From `{csv_path}` ({sum(len(c.by_run) for e in experiments for (s, a), c in e.cells.items() if a != WORST)} "
+               f"runs) and the FedAvg cells in `{fedavg}`. Written by `python -m soteria_lib.experiments summarize`.")
+    text = render_verdict(experiments, accuracies, plan, sources, figure.name)
+    write_json(output.with_suffix(".json"), {"experiments": [
+        {**e.params, "cells": [c.record() for c in e.cells.values()], "comparisons": [c.record() for c in e.comparisons],
+         "cpu_seconds": e.cpu_seconds} for e in experiments], "fedavg": [a.record() for a in accuracies.values()]})
+    write_atomic(output, lambda tmp: Path(tmp).write_text(text))
+    print(f"{output}, {output.with_suffix('.json')}, {figure}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"run": run_command, "study": study_command, "summarize": summarize_command}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(PROG, build_parser, argv)
     args.command_line = " ".join(["python -m soteria_lib.experiments", *argv])
     handle_signals()
     try:

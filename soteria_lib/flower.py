@@ -7,7 +7,7 @@ defense on the clients and an optional curious server (chapter 9).
   It returns its weights, its number of examples and its number of steps.
 * The server runs :class:`LibraryFedAvg`, Flower's FedAvg strategy with this library's client
   sampling (:func:`~soteria_lib.federated.round_plan`) and averaging
-  (:func:`~soteria_lib.federated.average_states`, in the same order), so a federation repeats
+  (:func:`~soteria_lib.aggregation.average_states`, in the same order), so a federation repeats
   our own loop's rounds, (2) of chapter 6: ``w_{t+1} = sum_k n_k w_k / sum_k n_k``.
 * A :class:`~soteria_lib.curious_server.CuriousServer`, when given, attacks the updates as they
   arrive and keeps what it rebuilt; the ground truth is read only afterwards, by
@@ -35,9 +35,9 @@ import torch
 
 from .curious_server import CuriousServer
 from .data import dataset_info, resolve_root
-from .federated import (TRAINING_OPTIONS, FedAvgDiverged, FedAvgExperiment, average_states, client_parts,
+from .aggregation import average_states
+from .federated import (FedAvgDiverged, FedAvgExperiment, client_parts,
                         evaluate, load_split, local_sgd, round_plan)
-from .models import get_model
 from .runtime import seed_everything, where_it_ran
 from .scales import get_scale
 from .ray_cluster import check_reachable
@@ -91,9 +91,7 @@ class Federation:
         return load_split(self.experiment.dataset, self.data_root, train, limit)
 
     def model(self) -> torch.nn.Module:
-        info = dataset_info(self.experiment.dataset)
-        return get_model(self.experiment.model, info.shape, info.num_classes,
-                         **TRAINING_OPTIONS.get(self.experiment.model, {}))
+        return self.experiment.build_model()
 
 
 @functools.lru_cache(maxsize=4)
@@ -189,7 +187,7 @@ class LibraryFedAvg(FedAvg):
             model = self.federation.model()
             model.load_state_dict(self.sent.to_torch_state_dict())
             self.curious.observe(server_round, k, model, state, experiment.training.lr, int(m["steps"]),
-                                 int(m["num-examples"]), info.shape, info.normalization, experiment.defense)
+                                 int(m["num-examples"]), info.shape, info.normalization, experiment.setting())
 
 
 def _nodes(grid: Grid, count: int, timeout: float) -> tuple[dict[int, int], list[int]]:

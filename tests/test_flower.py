@@ -36,7 +36,7 @@ def one_thread():
 def test_the_flower_federation_repeats_our_fedavg_rounds_exactly(data_root, ray_head, one_thread):
     """Same seeds, same clients, same batches, same averaging order: on one machine every round's
     accuracy and loss are bit-equal (no tolerance needed; a different round would differ)."""
-    experiment = FedAvgExperiment(dataset="mnist", defense="soteria", pruning_rate=60.0,
+    experiment = FedAvgExperiment(dataset="mnist", defense="soteria", defense_settings={"pruning_rate": 60.0},
                                   training=FedAvgConfig(clients=4, fraction=0.5, rounds=2, batch_size=4, seed=3))
     federation = Federation(experiment, train_examples=240, data_root=str(data_root))
     seed_everything(experiment.training.seed)
@@ -58,7 +58,7 @@ def test_the_curious_server_rebuilds_an_undefended_client_and_fails_against_sote
     above 15 dB; about 22 dB here) and Soteria's do not (every one below 12 dB; about 7.5 here)."""
     psnr = {}
     for defense, rate in (("none", 0.0), ("soteria", 80.0)):
-        experiment = FedAvgExperiment(dataset="mnist", defense=defense, pruning_rate=rate,
+        experiment = FedAvgExperiment(dataset="mnist", defense=defense, defense_settings={"pruning_rate": rate} if rate else {},
                                       training=FedAvgConfig(clients=4, fraction=1.0, rounds=1, batch_size=1))
         federation = Federation(experiment, train_examples=4, data_root=str(data_root))
         curious = CuriousServer("dlg", scale="teaching")
@@ -74,7 +74,7 @@ def test_the_curious_server_rebuilds_an_undefended_client_and_fails_against_sote
 def test_a_one_step_update_gives_back_the_shared_gradient(data_root, one_thread):
     """(w - w_k) / eta is the defended gradient the client shared: equal up to float32 rounding of
     the subtraction, and exactly zero in the columns Soteria pruned."""
-    experiment = FedAvgExperiment(dataset="mnist", defense="soteria", pruning_rate=80.0,
+    experiment = FedAvgExperiment(dataset="mnist", defense="soteria", defense_settings={"pruning_rate": 80.0},
                                   training=FedAvgConfig(clients=1, batch_size=1))
     federation = Federation(experiment, train_examples=1, data_root=str(data_root))
     inputs, labels = client_data(federation, 0)
@@ -92,7 +92,7 @@ def test_a_one_step_update_gives_back_the_shared_gradient(data_root, one_thread)
 
 
 def test_noise_defenses_draw_anew_for_every_client_and_round():
-    experiment = FedAvgExperiment(dataset="mnist", defense="dp-gaussian", noise=0.1)
+    experiment = FedAvgExperiment(dataset="mnist", defense="dp-gaussian", defense_settings={"sigma": 0.1})
     model = Federation(experiment).model()
     grads = tuple(torch.zeros_like(p) for p in model.parameters())
     x, y = torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long)

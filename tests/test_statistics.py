@@ -71,15 +71,16 @@ def test_matching_rule():
     assert matches([0.9], [0.9]) and not matches([0.89], [0.9])
 
 
-def _row(**values) -> dict:
+def _row(pruning_rate: float = 0.0, **values) -> dict:
     row = {c: "" for c in COLUMNS}
     row.update(attack="dlg", dataset="mnist", scale="teaching", max_iterations=10, attacker="plain",
-               attack_options="{}", defense="none", pruning_rate=0.0, noise=0.0, target_id=0, seed=0,
-               model="lenet", model_options="{}", model_seed=0, dummy_seed=0, noise_seed=None, label=0,
+               attack_options="{}", defense="none", target_id=0, seed=0, model_state="init", local_steps=1,
+               model="lenet", model_options="{}", model_seed=0, dummy_seed=0, defense_seed=None, label=0,
                mse=1.0, mse_normalized=1.0, psnr=0.0, ssim=0.0, label_accuracy=1.0, matching_loss=0.0,
                iterations=10, diverged=False, seconds=1.0, cpu_seconds=1.0, attack_seconds=1.0, device="cpu",
                version="0", commit="x", finished_at="t")
     row.update(values)
+    row["defense_settings"] = DefenseSetting(row["defense"], pruning_rate).to_json()
     return row
 
 

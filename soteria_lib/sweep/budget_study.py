@@ -39,10 +39,9 @@ from ..metrics import REBUILT_PSNR, image_metrics, is_rebuilt
 from ..pipeline import Setup, run_reconstruction
 from ..quantiles import quantile
 from ..runtime import where_it_ran
-from .grid import GridError, canonical_json, check_seeds
-from .results import Table, optional_int
+from .grid import GridError, check_seeds
+from .results import Table, canonical_json, optional_int
 from .runner import Plan, check_data, read_sessions
-from .tasks import TASK_RUNNERS
 
 PSNR_FLOOR = -10.0  # dB: the figure's lower limit; exploded reconstructions go far below
 STUDY_KEYS = {"attack", "datasets", "max_iterations", "every", "attack_options", "model_options", "images", "seeds"}
@@ -81,6 +80,10 @@ class CurveSpec:
         return Setup(attack=self.attack, dataset=self.dataset, target_id=self.target_id, seed=self.seed,
                      device=device, data_root=data_root, model_options=dict(self.model_options),
                      attack_options={**self.attack_options, "max_iterations": self.max_iterations})
+
+    def run(self, device: str, data_root: str | None, commit: str) -> list[dict]:
+        """A worker's task (:func:`.tasks.run_task`): the curve's rows."""
+        return curve_rows(self, device, data_root, commit)
 
 
 def load_study(path: str | Path) -> list[CurveSpec]:
@@ -143,8 +146,6 @@ def curve_rows(spec: CurveSpec, device: str, data_root: str | None, commit: str)
         rows.append({**run, "iteration": iteration, "psnr": metrics["psnr"], "mse": metrics["mse"]})
     return rows
 
-
-TASK_RUNNERS[CurveSpec] = curve_rows
 
 
 def plan_study(specs: list[CurveSpec], csv_path: Path, data_root: str | None = None) -> Plan:

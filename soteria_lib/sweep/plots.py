@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from ..defenses import DEFENSES
 from ..files import write_atomic
 from ..metrics import DIVERGED_MSE
-from .report import title
 from .summary import WORST, Group
 
 
@@ -75,7 +74,7 @@ def mse_against_rate(groups: list[Group], metric: str = "mse") -> Figure:
             ax.axhline(DIVERGED_MSE, color="grey", linestyle="-.", linewidth=1, label="diverged above")
         ax.set_xlabel("pruning rate (%)")
         ax.set_ylabel(f"median {metric}")
-        ax.set_title(title(group, short=True), fontsize=10)
+        ax.set_title(group.title(short=True), fontsize=10)
     _legend_below(fig, axes)
     return fig
 
@@ -107,7 +106,7 @@ def mse_against_accuracy(groups: list[Group], accuracies: dict, metric: str = "m
                 ax.annotate(f"{strength:g}", (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(f"FedAvg test accuracy (%), {group.accuracy_dataset or 'none'}")
         ax.set_ylabel(f"median {metric}, plain attacker")
-        ax.set_title(title(group, short=True), fontsize=10)
+        ax.set_title(group.title(short=True), fontsize=10)
     _legend_below(fig, axes)
     return fig
 
