@@ -197,7 +197,8 @@ class LibraryFedAvg(FedAvg):
         replies = list(replies)
         failed = [reply.error.reason for reply in replies if reply.has_error()]
         if failed:
-            raise FederationFailed(f"round {server_round}: a client failed ({failed[0].strip().splitlines()[-1][:200]})")
+            reason = failed[0].strip().splitlines()[-1][:200]
+            raise FederationFailed(f"round {server_round}: a client failed ({reason})")
         contents = {int(reply.content["metrics"]["partition-id"]): reply.content for reply in replies}
         missing = sorted(set(self.order) - set(contents))
         if missing:

@@ -133,10 +133,11 @@ def defense_mod(defense: str, model: Callable[[], nn.Module], data: Data, settin
 def privacy_mod(model: Callable[[Context], nn.Module], data: Data, settings: Callable[[dict], tuple[str, dict]]):
     """One mod that applies what the run config's ``privacy`` names: ``none``; ``library``, the
     library defense ``settings(run_config)`` returns ``(name, settings)`` for, as
-    :func:`defense_mod` (``model(context)`` builds the run's model); ``flower-local-dp``, Flower's ``LocalDpMod`` (clip the update to
-    ``dp-clipping-norm``, add Gaussian noise for ``(dp-epsilon, dp-delta)``, sensitivity the
-    clipping norm); ``flower-central-dp``, Flower's ``fixedclipping_mod`` (clip only; the server's
-    ``DifferentialPrivacyClientSideFixedClipping`` adds the noise to the aggregate)."""
+    :func:`defense_mod` (``model(context)`` builds the run's model); ``flower-local-dp``, Flower's
+    ``LocalDpMod`` (clip the update to ``dp-clipping-norm``, add Gaussian noise for
+    ``(dp-epsilon, dp-delta)``, sensitivity the clipping norm); ``flower-central-dp``, Flower's
+    ``fixedclipping_mod`` (clip only; the server's ``DifferentialPrivacyClientSideFixedClipping``
+    adds the noise to the aggregate)."""
 
     def mod(message: Message, context: Context, call_next) -> Message:
         config = context.run_config

@@ -103,8 +103,9 @@ def read_record(folder: Path, log: str = "") -> FlowerRun:
     """The run recorded in ``folder``; an unfinished run is :class:`FlowerRunFailed`."""
     result = json.loads((folder / RESULT).read_text())
     if not result.get("finished"):
-        raise FlowerRunFailed(f"the Flower run stopped after round {result['history'][-1]['round'] if result['history'] else 0}"
-                              f" ({_last_lines(log)})")
+        rounds = len(result["history"]) - 1  # round 0 is the initial model
+        raise FlowerRunFailed(f"the Flower run stopped after {max(rounds, 0)} of {result['run_config']['rounds']} "
+                              f"rounds ({_last_lines(log)})")
     server = torch.load(folder / SERVER, weights_only=True) if (folder / SERVER).exists() else {}
     observations = [Observation(o["round"], o["client"], o["steps"], o["examples"],
                                 Reconstruction(o["inputs"], o["labels"], o["matching_loss"], o["iterations"]))
@@ -168,7 +169,7 @@ class LocalSuperLink:
         self.port = _free_port()
         # Flower's commands beside this interpreter first: the SuperLink starts them by name
         bin_dir = str(Path(sys.executable).parent)
-        self.env = {**os.environ, "FLWR_HOME": str(self.home), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        self.env = {**os.environ, "FLWR_HOME": str(self.home), "PATH": os.pathsep.join([bin_dir, os.environ["PATH"]]),
                     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}  # Ray's future default: our clients use no GPU
         self.process: subprocess.Popen | None = None
 
@@ -183,8 +184,9 @@ class LocalSuperLink:
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n')
         self.process = subprocess.Popen(
-            [self._command("flower-superlink"), "--insecure", "--simulation", "--disable-runtime-dependency-installation",
-             "--host", "127.0.0.1", "--port", str(self.port), "--database", str(self.home / "state.db")],
+            [self._command("flower-superlink"), "--insecure", "--simulation",
+             "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(self.port),
+             "--database", str(self.home / "state.db")],
             env=self.env, cwd=self.home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         deadline = time.monotonic() + self.timeout

@@ -113,7 +113,8 @@ def colab(tmp_path_factory):
     flower = [d for d in importlib.metadata.distributions() if d.metadata["Name"] == "flwr"]
     for entry in (e for d in flower for e in d.entry_points if e.group == "console_scripts"):
         script = env / "bin" / entry.name
-        script.write_text(f"#!{python}\nimport sys\nfrom {entry.module} import {entry.attr}\nsys.exit({entry.attr}())\n")
+        script.write_text(f"#!{python}\nimport sys\nfrom {entry.module} import {entry.attr}\n"
+                          f"sys.exit({entry.attr}())\n")
         script.chmod(0o755)
     probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('soteria_lib'))"],
                            cwd=base, capture_output=True, text=True, check=True)

@@ -63,7 +63,8 @@ def test_every_flower_app_module_imports_with_telemetry_off(app, module):
         import importlib, json, os
         importlib.import_module("{module}")
         import flwr.supercore.telemetry as telemetry
-        print(json.dumps({{"flower": telemetry.FLWR_TELEMETRY_ENABLED, **{{k: os.environ.get(k) for k in {sorted(QUIET)!r}}}}}))""",
+        switches = {{k: os.environ.get(k) for k in {sorted(QUIET)!r}}}
+        print(json.dumps({{"flower": telemetry.FLWR_TELEMETRY_ENABLED, **switches}}))""",
                 cwd=book_file("flower_apps", app))
     assert seen == {"flower": "0", **QUIET}
 
