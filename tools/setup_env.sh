@@ -83,7 +83,30 @@ _soteria_setup() {
             || { echo "setup_env: pip install of requirements-lock.txt failed" >&2; return 1; }
     fi
     "${pip[@]}" --no-build-isolation -e . || { echo "setup_env: pip install -e . failed" >&2; return 1; }
+    _soteria_prune "$torch" || return 1
     echo "$want" > "$stamp"
+}
+
+# Uninstall what the lock does not hold (left by an older set-up, or by hand), and the CUDA
+# packages under torch's CPU build, so that .venv is exactly the lock (tests/test_lock.py).
+_soteria_prune() {
+    local extra
+    extra="$(.venv/bin/python - "$1" <<'PY'
+import importlib.metadata, re, sys
+name = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+locked = {name(m[1]) for m in re.finditer(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==", open("requirements-lock.txt").read(), re.M)}
+cuda = re.compile(r"^(nvidia-|cuda-|triton$)")
+for dist in importlib.metadata.distributions():
+    n = name(dist.metadata["Name"])
+    if n not in {"pip", "soteria-lib"} and (n not in locked or (sys.argv[1] == "cpu" and cuda.match(n))):
+        print(n)
+PY
+)" || return 1
+    if [[ -n "$extra" ]]; then
+        echo "setup_env: removing what the lock does not hold: $(echo $extra)" >&2
+        # shellcheck disable=SC2086  # one package per word
+        .venv/bin/python -m pip uninstall --quiet --yes $extra
+    fi
 }
 
 # The lock without torch, torchvision and the CUDA packages (hash-checked), then torch and
