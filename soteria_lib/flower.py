@@ -209,25 +209,28 @@ class LibraryFedAvg(FedAvg):
 
 
 def wait_for_nodes(grid: Grid, count: int, timeout: float = TIMEOUT) -> tuple[dict[int, int], list[int]]:
-    """Wait for ``count`` nodes and ask each which client it is: ({client: node id}, sizes by client)."""
+    """Ask every node, as it comes up, which client it is, until ``count`` have answered:
+    ({client: node id}, sizes by client). A node that refuses (a federation of another size)
+    stops the run at once, with its reason."""
     deadline = time.monotonic() + timeout
-    ids = list(grid.get_node_ids())
-    while len(ids) < count:
-        if time.monotonic() > deadline:
-            raise FederationFailed(f"only {len(ids)} of {count} Flower nodes came up within {timeout:.0f}s")
-        time.sleep(0.1)
-        ids = list(grid.get_node_ids())
-    query = [Message(RecordDict({"config": ConfigRecord()}), dst_node_id=i, message_type=MessageType.QUERY)
-             for i in ids]
-    nodes, sizes = {}, [0] * count
-    for reply in grid.send_and_receive(query, timeout=timeout):
-        if reply.has_error():
-            raise FederationFailed(f"a Flower node failed to start ({reply.error.reason.strip()[-300:]})")
-        answer = reply.content["client"]
-        nodes[int(answer["partition-id"])] = reply.metadata.src_node_id
-        sizes[int(answer["partition-id"])] = int(answer[EXAMPLES_KEY])
-    if len(nodes) < count:
-        raise FederationFailed(f"only {len(nodes)} of {count} Flower nodes answered within {timeout:.0f}s")
+    nodes, sizes, asked = {}, [0] * count, set()
+    while len(nodes) < count:
+        new = [i for i in grid.get_node_ids() if i not in asked]
+        if not new:
+            if time.monotonic() > deadline:
+                raise FederationFailed(f"only {len(nodes)} of {count} Flower nodes answered within {timeout:.0f}s")
+            time.sleep(0.1)
+            continue
+        asked.update(new)
+        query = [Message(RecordDict({"config": ConfigRecord()}), dst_node_id=i, message_type=MessageType.QUERY)
+                 for i in new]
+        for reply in grid.send_and_receive(query, timeout=max(1.0, deadline - time.monotonic())):
+            if reply.has_error():
+                reason = reply.error.reason.strip().splitlines()[-1][:300]
+                raise FederationFailed(f"a Flower node failed to start ({reason})")
+            answer = reply.content["client"]
+            nodes[int(answer["partition-id"])] = reply.metadata.src_node_id
+            sizes[int(answer["partition-id"])] = int(answer[EXAMPLES_KEY])
     return nodes, sizes
 
 

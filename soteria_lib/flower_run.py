@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -114,8 +115,12 @@ def read_record(folder: Path, log: str = "") -> FlowerRun:
 
 
 def _last_lines(log: str, count: int = 3) -> str:
-    lines = [line.strip() for line in log.strip().splitlines() if line.strip()]
-    return " | ".join(lines[-count:])[-600:] or "it printed nothing"
+    """The last exception the run logged (``ValueError: ...``), else its last lines."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in log.splitlines()]
+    errors = [line for line in lines if re.match(r"[\w.]*(Error|Exception|Failed|Diverged|Missing)\b.*: ", line)]
+    if errors:
+        return errors[-1][-600:]
+    return " | ".join([line for line in lines if line][-count:])[-600:] or "it printed nothing"
 
 
 def _descendants(pid: int) -> list[int]:
