@@ -24,7 +24,7 @@ from soteria_lib.data import dataset_info  # noqa: E402
 from soteria_lib.federated import local_sgd, run_fedavg  # noqa: E402
 from soteria_lib.flower import Federation, client_data, defense_settings, node_partition  # noqa: E402
 from soteria_lib.flower_mods import build_defense, client_seed, defend_update, defense_mod  # noqa: E402
-from soteria_lib.flower_run import LocalSuperLink  # noqa: E402
+from soteria_lib.flower_run import FlowerRunFailed, LocalSuperLink  # noqa: E402
 from soteria_lib.runtime import seed_everything  # noqa: E402
 from soteria_lib.telemetry import QUIET  # noqa: E402
 from soteria_lib.threat import PrivateBatch, share_update  # noqa: E402
@@ -177,3 +177,10 @@ def test_bad_federations_and_settings_are_refused_in_one_line():
         node_partition(Federation.from_run_config(config), context)
     with pytest.raises(ValueError, match="noise does not apply to defense 'soteria'"):
         defense_mod("soteria", lambda: None, lambda context: None, {"pruning_rate": 50.0, "noise": 0.1})
+
+
+def test_a_flower_run_that_fails_says_why_in_one_line(data_root, superlink, tmp_path):
+    """Three SuperNodes for a run config of four clients: the nodes refuse, the server stops at
+    once (not after its timeout), and the error names the fix."""
+    with pytest.raises(FlowerRunFailed, match=r"3 SuperNodes but the run config asks for clients=4.*num-supernodes=4"):
+        superlink.run(FEDERATION_APP, {"data-root": str(data_root)}, supernodes=3, output=tmp_path)
