@@ -2,10 +2,9 @@
 
 The record (:class:`RunRecord`, written by the app's ServerApp): a folder
 ``<output-dir>/run-<run id>/`` holding ``result.json`` (the run config, the engine and the
-per-round test accuracy and loss, rewritten after every round, ``"finished": true`` at the end;
-also the telemetry switches as the server saw them)
-and, when a curious server watched, ``server.pt`` (every client update it recorded, read as a
-gradient, and what its attack rebuilt). A relative ``output-dir`` is taken from the folder the
+per-round test accuracy and loss, rewritten after every round, ``"finished": true`` at the end,
+and the telemetry switches as the server saw them) and, when a curious server watched,
+``server.pt`` (every client update it recorded, read as a gradient, and what its attack rebuilt). A relative ``output-dir`` is taken from the folder the
 SuperLink runs in; the ServerApp prints where it writes.
 
 The run (:class:`LocalSuperLink`): Flower 1.42 runs an app through a SuperLink. This starts one
@@ -45,7 +44,7 @@ RESULT, SERVER = "result.json", "server.pt"
 
 
 class FlowerRunFailed(RuntimeError):
-    """A Flower run did not finish; the message ends with the last lines it logged."""
+    """A Flower run did not finish; the message ends with the exception it logged (else its last lines)."""
 
 
 class RunRecord:
@@ -66,8 +65,8 @@ class RunRecord:
         record.write_history([])
         return record
 
-    def write_history(self, history: list[dict], **extra) -> None:
-        write_json(self.folder / RESULT, {**self.header, **extra, "finished": False, "history": history})
+    def write_history(self, history: list[dict]) -> None:
+        write_json(self.folder / RESULT, {**self.header, "finished": False, "history": history})
 
     def finish(self, history: list[dict], strategy, **extra) -> None:
         """The final record: the history and, from a curious strategy, its updates and observations."""
