@@ -60,8 +60,8 @@ def build_parser() -> Parser:
     run.add_argument("--backend", default="local", choices=sorted(BACKENDS),
                      help="local: worker processes on this host (default); ray: one Ray task per run")
     run.add_argument("--address", default=None,
-                     help="Ray cluster to run on (HOST:PORT of `ray start --head`; default: a local Ray "
-                          "with --workers x --threads CPUs); ray backend only")
+                     help="Ray cluster to run on (HOST:PORT of `ray start --head --disable-usage-stats`; "
+                          "default: a local Ray with --workers x --threads CPUs); ray backend only")
     study = commands.add_parser("study", help="PSNR against iterations of undefended attacks (choosing a budget)")
     study.add_argument("file", help="study file, e.g. experiments/convergence.toml")
     study.add_argument("--output", default=None, help="CSV (default: results/<file name>.csv); the Markdown "

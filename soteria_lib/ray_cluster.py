@@ -1,6 +1,7 @@
 """Reaching Ray, an optional extra (``pip install "soteria-lib[ray]"``): the sweep's Ray backend
-(:mod:`soteria_lib.sweep.cluster`, chapter 5) and the Flower federation (:mod:`soteria_lib.flower`,
-chapter 9) run on a Ray started here or on the cluster whose head is at ``HOST:PORT``.
+(:mod:`soteria_lib.sweep.cluster`, chapter 5) runs on a Ray started here or on the cluster whose
+head is at ``HOST:PORT``. (Flower's simulation starts a Ray of its own: :mod:`soteria_lib.flower_run`.)
+Ray's usage statistics are off in every process the library starts (:mod:`soteria_lib.telemetry`).
 """
 from __future__ import annotations
 
@@ -33,4 +34,4 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         socket.create_connection((match[1], int(match[2])), timeout=timeout).close()
     except OSError as exc:
         raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc}); start a head there with "
-                              f"`ray start --head --port={match[2]}`") from None
+                              f"`ray start --head --port={match[2]} --disable-usage-stats`") from None

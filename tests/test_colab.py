@@ -8,6 +8,7 @@ results it carries, are the only copy of the library the notebooks can find.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -24,7 +25,8 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "soteria-colab"
-SOURCE_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "soteria_lib", "experiments", "results")
+SOURCE_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "soteria_lib", "experiments", "results",
+                "flower_apps")
 
 
 def _tool():
@@ -106,6 +108,14 @@ def colab(tmp_path_factory):
         if "soteria" not in entry.name.lower():
             (packages / entry.name).symlink_to(entry)
     (purelib / "preinstalled.pth").write_text(f"{packages}\n")
+    # and their commands, as pip writes them where it installs a package (Flower's SuperLink starts
+    # its own by name): bin/flwr, bin/flower-superlink, ... running the fresh environment's Python
+    flower = [d for d in importlib.metadata.distributions() if d.metadata["Name"] == "flwr"]
+    for entry in (e for d in flower for e in d.entry_points if e.group == "console_scripts"):
+        script = env / "bin" / entry.name
+        script.write_text(f"#!{python}\nimport sys\nfrom {entry.module} import {entry.attr}\n"
+                          f"sys.exit({entry.attr}())\n")
+        script.chmod(0o755)
     probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('soteria_lib'))"],
                            cwd=base, capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "None", "the fresh environment must not see this checkout's soteria_lib"

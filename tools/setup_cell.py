@@ -44,7 +44,7 @@ if importlib.util.find_spec("soteria_lib") is None:
 EXTRAS = {"09_flower_federation": ("flower", "flwr")}
 
 EXTRA_TEMPLATE = '''
-# This chapter also needs the library's "{extra}" extra, at its pin in pyproject.toml.
+# This chapter also needs the library's "{extra}" extra, in the range pyproject.toml gives.
 EXTRA = {requirements!r}
 if importlib.util.find_spec("{module}") is None:
     print(f"installing {{' '.join(EXTRA)}} ...")
@@ -58,7 +58,7 @@ if importlib.util.find_spec("{module}") is None:
 
 def setup_source(config: Path = ROOT / "_config.yml", notebook: str | None = None) -> str:
     """The cell's code for the repository and branch of the book's configuration; for a chapter
-    in :data:`EXTRAS`, followed by the install of its extra's pinned requirements."""
+    in :data:`EXTRAS`, followed by the install of its extra's requirements."""
     repository = yaml.safe_load(config.read_text())["repository"]
     source = TEMPLATE.format(url=repository["url"].rstrip("/"), branch=repository.get("branch", "main"))
     if notebook in EXTRAS:
