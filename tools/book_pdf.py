@@ -77,7 +77,10 @@ def _print_page(browser, url: str, target: Path) -> str:
     """Print one page to ``target``; returns its title (the first heading)."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
-        page.goto(url, wait_until="load")
+        response = page.goto(url, wait_until="load")
+        if response is None or not response.ok:
+            raise FileNotFoundError(f"{url}: {response.status if response else 'no response'}: is the site "
+                                    "older than _toc.yml?")
         page.wait_for_load_state("networkidle")
         page.evaluate("() => window.MathJax ? window.MathJax.startup.promise.then(() => true) : true")
         views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
@@ -106,7 +109,7 @@ def print_book(site: Path, pages: list[str], output: Path) -> Path:
                 title = _print_page(browser, f"{base}/{path}.html", part)
                 start = len(writer.pages)
                 writer.append(PdfReader(part))
-                writer.add_outline_item(title, start)
+                writer.add_outline_item(title=title, page_number=start)
         finally:
             browser.close()
     writer.add_metadata({"/Title": "Soteria: defending federated learning against gradient inversion",
