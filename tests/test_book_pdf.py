@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ book_pdf = _tool()
 
 
 def _words(text: str) -> str:
-    return " ".join(re.sub(r"[^\w]+", " ", text).lower().split())
+    """Lower-case words only; NFKC undoes the ligatures the PDF's text has ("ﬀ" for "ff")."""
+    return " ".join(re.sub(r"[^\w]+", " ", unicodedata.normalize("NFKC", text)).lower().split())
 
 
 @pytest.fixture(scope="module", params=sorted(SITES))
