@@ -25,8 +25,8 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "soteria-colab"
-SOURCE_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "soteria_lib", "experiments", "results",
-                "flower_apps")
+SOURCE_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "LICENSE-TEXT", "soteria_lib",
+                "experiments", "results", "flower_apps")
 
 
 def _tool():

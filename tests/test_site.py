@@ -26,8 +26,12 @@ one again; every chapter's exercises have solutions that stay hidden until click
 ``LEGIBLE_SCALE`` of its natural size (its text stays legible; it scrolls sideways instead). Full-page screenshots of every page at 1280
 and 390 px go to ``_build/screenshots/``.
 
+Every test runs on both editions of the book: ``_build/html`` and the student edition
+``_build/student/html`` (``bash tools/book.sh --student``, tools/student_edition.py), where no
+solution may be present and every exercise of the book must be.
+
 Without a built site or without Chromium these tests skip, saying why; with
-``SOTERIA_SITE_REQUIRED=1`` (set by ``.ci/run``) they fail instead.
+``SOTERIA_SITE_REQUIRED=1`` (set by ``.ci/run``, which builds both editions) they fail instead.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "_build" / "html"
+SITES = {"book": SITE, "student": REPO / "_build" / "student" / "html"}  # the two editions
 SCREENSHOTS = REPO / "_build" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 REQUIRED = "SOTERIA_SITE_REQUIRED"
@@ -88,12 +93,19 @@ def _unavailable(reason: str):
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="module", params=sorted(SITES))
+def site(request) -> tuple[str, Path]:
+    """The name and folder of one built edition of the book."""
+    folder = SITES[request.param]
+    if not (folder / "index.html").is_file():
+        _unavailable(f"no built {request.param} site at {folder}: run `bash tools/book.sh --student` first")
+    return request.param, folder
+
+
 @pytest.fixture(scope="module")
-def site_url():
+def site_url(site):
     """The built site served on 127.0.0.1 at a free port, for the duration of the module."""
-    if not (SITE / "index.html").is_file():
-        _unavailable(f"no built site at {SITE}: run `bash tools/book.sh` first")
-    handler = functools.partial(_QuietHandler, directory=str(SITE))
+    handler = functools.partial(_QuietHandler, directory=str(site[1]))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -143,8 +155,10 @@ class PageLog:
 
 
 @pytest.mark.parametrize("page_path", toc_pages())
-def test_page(page_path, site_url, browser):
-    html = SITE / f"{page_path}.html"
+def test_page(page_path, site, site_url, browser):
+    edition, folder = site
+    html = folder / f"{page_path}.html"
+    shots = SCREENSHOTS / edition
     assert html.is_file(), f"{html} is missing: is the site older than _toc.yml? run bash tools/book.sh"
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -154,8 +168,8 @@ def test_page(page_path, site_url, browser):
         page.wait_for_load_state("networkidle")
         _wait_for_mathjax(page)
         _wait_for_widgets(page)
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # as loaded, before the sliders move
-        page.screenshot(path=str(SCREENSHOTS / f"{page_path.replace('/', '__')}.png"), full_page=True)
+        shots.mkdir(parents=True, exist_ok=True)  # as loaded, before the sliders move
+        page.screenshot(path=str(shots / f"{page_path.replace('/', '__')}.png"), full_page=True)
         log.check()
 
         assert page.title().strip(), "the page has no <title>"
@@ -181,13 +195,16 @@ def test_page(page_path, site_url, browser):
             assert frame_sliders.count() > 0, f"{page_path} should have a pruning-rate frame slider"
         for i in range(frame_sliders.count()):
             _check_arrow_keys(page, frame_sliders.nth(i))
-        _check_solutions(page, page_path)
+        if edition == "student":
+            _check_no_solutions(page, page_path)
+        else:
+            _check_solutions(page, page_path)
         page.wait_for_load_state("networkidle")
         log.check()
 
         page.set_viewport_size({"width": 390, "height": 844})  # a phone
         page.wait_for_timeout(300)
-        page.screenshot(path=str(SCREENSHOTS / f"{page_path.replace('/', '__')}__390.png"), full_page=True)
+        page.screenshot(path=str(shots / f"{page_path.replace('/', '__')}__390.png"), full_page=True)
         small = page.evaluate(_SHRUNKEN_IMAGES, LEGIBLE_SCALE)
         assert not small, f"output images drawn below {LEGIBLE_SCALE:.0%} of their size at 390 px: {small}"
         width = page.evaluate("() => document.documentElement.scrollWidth")
@@ -206,6 +223,18 @@ def _check_solutions(page, page_path: str) -> None:
         assert not content.is_visible(), "a solution is shown before the reader opens it"
         solutions.nth(i).locator(".admonition-title").click()
         content.wait_for(state="visible", timeout=5000)
+
+
+def _check_no_solutions(page, page_path: str) -> None:
+    """The student edition has every exercise of the book, and none of their solutions."""
+    assert page.locator(".solution").count() == 0, "a solution in the student edition"
+    assert "Solution to" not in page.locator("body").inner_text()
+    book_page = SITE / f"{page_path}.html"
+    exercises = book_page.read_text().count('class="exercise admonition"') if book_page.is_file() else None
+    if exercises is None:
+        assert not page_path.startswith("notebooks/") or page.locator(".exercise").count() >= 3
+    else:
+        assert page.locator(".exercise").count() == exercises, "the student edition lost an exercise"
 
 
 def _wait_for_widgets(page) -> None:
@@ -315,12 +344,12 @@ def _links_and_ids(html: str) -> tuple[list[str], set[str]]:
 
 
 @pytest.mark.parametrize("page_path", toc_pages())
-def test_internal_links_resolve(page_path):
+def test_internal_links_resolve(page_path, site):
     """Every link from a page of the book to the book (a chapter, an equation, an exercise, a
-    citation) lands on an existing page and, when it names one, an existing anchor."""
-    page = SITE / f"{page_path}.html"
+    citation, the PDF, a lab) lands on an existing page or file and, when it names one, an existing anchor."""
+    page = site[1] / f"{page_path}.html"
     if not page.is_file():
-        _unavailable(f"no built site at {SITE}: run `bash tools/book.sh` first")
+        _unavailable(f"{page} is missing: is the site older than _toc.yml? run `bash tools/book.sh --student`")
     links, _ = _links_and_ids(page.read_text())
     broken = []
     for href in links:
