@@ -1,5 +1,5 @@
-"""A curious server: it runs an attack on the model updates that clients send it (chapter 6,
-"Soteria in a Flower federation").
+"""A curious server: it runs an attack on the model updates that clients send it (chapter 9,
+"Soteria in a Flower federation"; chapter 8 attacks a client that takes several local steps).
 
 In FedAvg a client returns its weights after local training, not a gradient. A client that took
 ``s`` steps of SGD with learning rate ``eta`` from the global weights ``w`` returns

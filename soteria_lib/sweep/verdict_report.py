@@ -9,26 +9,8 @@ from matplotlib.figure import Figure
 
 from ..files import write_atomic
 from .inference import Inference, non_inferior
-from .report import dataset_name, fmt, percent_interval, table
+from .report import dataset_name, fmt, fraction_text, percent_interval, points_text, table
 from .verdict import WORST, Experiment, Plan, frontiers
-
-
-def points(estimate: Inference | None) -> str:
-    """A difference of shares in percentage points with its interval."""
-    if estimate is None:
-        return "–"
-    if estimate.low is None:
-        return f"{100 * estimate.value:+.0f} points"
-    return f"{100 * estimate.value:+.0f} [{100 * estimate.low:+.0f}, {100 * estimate.high:+.0f}]"
-
-
-def share(estimate: Inference | None) -> str:
-    if estimate is None:
-        return "–"
-    runs = f" of {estimate.n}"
-    if estimate.low is None:
-        return f"{100 * estimate.value:.0f} %{runs}"
-    return f"{100 * estimate.value:.0f} [{100 * estimate.low:.0f}, {100 * estimate.high:.0f}] %{runs}"
 
 
 def decibels(estimate: Inference | None) -> str:
@@ -48,8 +30,8 @@ def primary_table(experiments: list[Experiment], plan: Plan) -> list[str]:
         for c in e.comparisons:
             flag = "" if c.eligible else " (no setting as accurate)"
             rows.append([f"{e.params['attack'].upper()}, {dataset_name(e.params['dataset'])}",
-                         c.baseline.label() + flag, share(e.cell(c.baseline).rebuilt[plan.primary_threshold]),
-                         share(e.cell(c.soteria).rebuilt[plan.primary_threshold]), points(c.rebuilt),
+                         c.baseline.label() + flag, fraction_text(e.cell(c.baseline).rebuilt[plan.primary_threshold]),
+                         fraction_text(e.cell(c.soteria).rebuilt[plan.primary_threshold]), points_text(c.rebuilt),
                          fmt(c.adjusted_p, 2), c.verdict()])
     return table(["attack, data", "baseline", f"rebuilt ≥ {plan.primary_threshold:g} dB", "Soteria",
                   "difference", "Holm p", "verdict"], rows)
@@ -76,7 +58,7 @@ def cells_table(experiment: Experiment, plan: Plan) -> list[str]:
         row = [setting.label()]
         for attacker in attackers:
             cell = experiment.cell(setting, attacker)
-            row.append("" if cell is None else share(cell.rebuilt[plan.primary_threshold]))
+            row.append("" if cell is None else fraction_text(cell.rebuilt[plan.primary_threshold]))
         worst = experiment.cell(setting)
         row.append("–" if worst is None else f"{worst.psnr.value:.1f}")
         rate = next((c.effective_rate for (s, _), c in experiment.cells.items()
@@ -89,7 +71,7 @@ def cells_table(experiment: Experiment, plan: Plan) -> list[str]:
 def exploratory_table(experiment: Experiment) -> list[str]:
     return table(["baseline", "Hodges-Lehmann PSNR, baseline − Soteria", "Wilcoxon p", "Newcombe (McNemar p)"],
                  [[c.baseline.label(), decibels(c.psnr), fmt(c.wilcoxon, 2),
-                   f"{points(c.paired)} ({fmt(c.paired.p, 2)})"] for c in experiment.comparisons])
+                   f"{points_text(c.paired)} ({fmt(c.paired.p, 2)})"] for c in experiment.comparisons])
 
 
 def render(experiments: list[Experiment], accuracies: dict, plan: Plan, sources: str, figure: str | None) -> str:
