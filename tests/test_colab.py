@@ -24,7 +24,8 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "soteria-colab"
-SOURCE_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "soteria_lib", "experiments", "results")
+SOURCE_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "soteria_lib", "experiments", "results",
+                "book")
 
 
 def _tool():
@@ -88,6 +89,7 @@ def colab(tmp_path_factory):
         else:
             shutil.copy2(origin, source / name)
     shutil.copy2(ROOT / "results" / "convergence.png", source / "results" / "convergence.png")
+    shutil.copytree(ROOT / "results" / "figures", source / "results" / "figures", dirs_exist_ok=True)
     wheels = base / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--wheel-dir", str(wheels), str(source)], check=True, timeout=300)
