@@ -1,13 +1,26 @@
 """Figures: ground truth beside reconstructions, attack progress as a strip of frames, recovered
-representations and FedAvg accuracy curves (chapters 1 to 8)."""
+representations and FedAvg accuracy curves (chapters 1 to 8).
+
+Every figure of the book is at most :data:`PHONE_WIDTH` inches wide, so that a phone shows it
+whole at a legible scale (the site draws figures at 100 dpi and shrinks them to no less than
+``LEGIBLE_SCALE`` of that, tools/site_scripts.py): a row of images wraps into several rows.
+"""
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Sequence
 
+import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import torch
 
 from .data import Normalization
+
+# Inches: the widest figure a 390-px phone shows whole at 80 % of its size (a text column of about
+# 340 px, at 100 dpi).
+PHONE_WIDTH = 4.2
 
 
 def to_display(image: torch.Tensor, normalization: Normalization | None = None):
@@ -21,16 +34,48 @@ def to_display(image: torch.Tensor, normalization: Normalization | None = None):
 
 def show_images(images: Sequence[torch.Tensor], titles: Sequence[str],
                 normalization: Normalization | None = None, size: float = 1.8, suptitle: str | None = None):
-    """One row of images with titles (and a title over the row); returns the figure."""
-    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 1.2), squeeze=False)
-    for ax, image, title in zip(axes[0], images, titles):
-        ax.imshow(to_display(image, normalization), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=9)
+    """Images with titles, ``size`` inches each, in as many rows as it takes to stay within
+    :data:`PHONE_WIDTH` (and a title over them); returns the figure."""
+    return _grid([to_display(image, normalization) for image in images], titles, size, suptitle)
+
+
+def _grid(arrays: Sequence, titles: Sequence[str], size: float, suptitle: str | None = None):
+    columns = max(1, min(len(arrays), int(PHONE_WIDTH // size)))
+    rows = math.ceil(len(arrays) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * 1.2 * rows), squeeze=False)
+    for ax in axes.flat:
         ax.axis("off")
+    for ax, array, title in zip(axes.flat, arrays, titles):
+        ax.imshow(array, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _drawn_image(panel):
+    """The image inside one panel of a saved figure, without its title and margins: the rows and
+    columns that are mostly not white (a title's letters cover a small share of their rows)."""
+    ink = (panel < 0.97).any(axis=-1)
+    rows, columns = (ink.mean(axis=1) > 0.3).nonzero()[0], (ink.mean(axis=0) > 0.3).nonzero()[0]
+    return panel[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+
+
+def show_saved_reconstructions(runs: dict[str, Path], size: float = 1.9, truth: str = "private image"):
+    """Reconstructions written by ``python -m soteria_lib.reconstruct --save_image``: the private
+    image once (the left half of the first run's ``reconstruction.png``), then each run's
+    reconstruction (the right half of its own), titled with its name and the PSNR that its
+    ``metrics.json`` records. ``runs`` maps a title to the run's folder."""
+    arrays, titles = [], [truth]
+    for name, folder in runs.items():
+        pair = mpimg.imread(Path(folder) / "reconstruction.png")[..., :3]
+        half = pair.shape[1] // 2
+        if not arrays:
+            arrays.append(_drawn_image(pair[:, :half]))
+        arrays.append(_drawn_image(pair[:, half:]))
+        titles.append(f"{name}\n{json.loads((Path(folder) / 'metrics.json').read_text())['psnr']:.1f} dB")
+    return _grid(arrays, titles, size)
 
 
 def save_comparison(path, truth: torch.Tensor, reconstruction: torch.Tensor, normalization: Normalization,
@@ -67,7 +112,7 @@ def plot_accuracy(histories: dict[str, list[dict]], path=None, title: str = "Fed
     """Test accuracy over rounds, one line per run, plus ``baseline`` (label, history) in black
     when given; drawn into ``ax`` (default: a new figure), saved as PNG when ``path`` is given.
     Returns the figure."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.5)) if ax is None else (ax.figure, ax)
+    fig, ax = plt.subplots(figsize=(PHONE_WIDTH, 3.2)) if ax is None else (ax.figure, ax)
     runs = ([(*baseline, dict(color="black", linewidth=2))] if baseline else []) + \
         [(label, history, dict(marker="o", markersize=3)) for label, history in histories.items()]
     for label, history, style in runs:
