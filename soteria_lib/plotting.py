@@ -33,14 +33,16 @@ def to_display(image: torch.Tensor, normalization: Normalization | None = None):
 
 
 def show_images(images: Sequence[torch.Tensor], titles: Sequence[str],
-                normalization: Normalization | None = None, size: float = 1.8, suptitle: str | None = None):
-    """Images with titles, ``size`` inches each, in as many rows as it takes to stay within
-    :data:`PHONE_WIDTH` (and a title over them); returns the figure."""
-    return _grid([to_display(image, normalization) for image in images], titles, size, suptitle)
+                normalization: Normalization | None = None, size: float = 1.8, suptitle: str | None = None,
+                columns: int | None = None):
+    """Images with titles, ``size`` inches each, ``columns`` to a row (default: as many as fit in
+    :data:`PHONE_WIDTH`), and a title over them; returns the figure."""
+    return _grid([to_display(image, normalization) for image in images], titles, size, suptitle, columns)
 
 
-def _grid(arrays: Sequence, titles: Sequence[str], size: float, suptitle: str | None = None):
-    columns = max(1, min(len(arrays), int(PHONE_WIDTH // size)))
+def _grid(arrays: Sequence, titles: Sequence[str], size: float, suptitle: str | None = None,
+          columns: int | None = None):
+    columns = max(1, min(len(arrays), columns or int(PHONE_WIDTH // size)))
     rows = math.ceil(len(arrays) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * 1.2 * rows), squeeze=False)
     for ax in axes.flat:
@@ -55,11 +57,22 @@ def _grid(arrays: Sequence, titles: Sequence[str], size: float, suptitle: str | 
 
 
 def _drawn_image(panel):
-    """The image inside one panel of a saved figure, without its title and margins: the rows and
-    columns that are mostly not white (a title's letters cover a small share of their rows)."""
+    """The image inside one panel of a saved figure, without its title and margins: the longest run
+    of rows, then of columns, that are mostly not white (a title's letters leave most of a row white)."""
     ink = (panel < 0.97).any(axis=-1)
-    rows, columns = (ink.mean(axis=1) > 0.3).nonzero()[0], (ink.mean(axis=0) > 0.3).nonzero()[0]
-    return panel[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+    rows = _longest_run(ink.mean(axis=1) > 0.6)
+    columns = _longest_run(ink[rows].mean(axis=0) > 0.6)
+    return panel[rows, columns]
+
+
+def _longest_run(flags) -> slice:
+    best, start = (0, 0), None
+    for i, flag in enumerate(list(flags) + [False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            best, start = max(best, (start, i), key=lambda run: run[1] - run[0]), None
+    return slice(*best)
 
 
 def show_saved_reconstructions(runs: dict[str, Path], size: float = 1.9, truth: str = "private image"):
@@ -70,18 +83,23 @@ def show_saved_reconstructions(runs: dict[str, Path], size: float = 1.9, truth: 
     arrays, titles = [], [truth]
     for name, folder in runs.items():
         pair = mpimg.imread(Path(folder) / "reconstruction.png")[..., :3]
-        half = pair.shape[1] // 2
+        height, width = pair.shape[:2]
+        if height > width:  # the two panels one above the other
+            first, second = pair[:height // 2], pair[height // 2:]
+        else:
+            first, second = pair[:, :width // 2], pair[:, width // 2:]
         if not arrays:
-            arrays.append(_drawn_image(pair[:, :half]))
-        arrays.append(_drawn_image(pair[:, half:]))
+            arrays.append(_drawn_image(first))
+        arrays.append(_drawn_image(second))
         titles.append(f"{name}\n{json.loads((Path(folder) / 'metrics.json').read_text())['psnr']:.1f} dB")
     return _grid(arrays, titles, size)
 
 
 def save_comparison(path, truth: torch.Tensor, reconstruction: torch.Tensor, normalization: Normalization,
                     titles: Sequence[str] = ("ground truth", "reconstruction")) -> None:
-    """Write ground truth and reconstruction side by side as a PNG."""
-    fig = show_images([truth, reconstruction], titles, normalization, size=2.4)
+    """Write ground truth and reconstruction side by side as a PNG (a file, not a page: wider than
+    a phone's column)."""
+    fig = show_images([truth, reconstruction], titles, normalization, size=2.4, columns=2)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -85,6 +85,12 @@ def test_a_chapter_without_a_measured_time_is_named(tmp_path):
         chapter_time("02_dlg_attack", load_timings(_timings(tmp_path)))
 
 
+def test_a_box_without_a_measured_time_says_so_instead_of_a_number(tmp_path):
+    box = run_time_box("02_dlg_attack", "Teaching scale.", load_timings(_timings(tmp_path)))
+    assert box.seconds is None and "has not been measured yet" in repr(box)
+    assert not re.search(r"\d+ s", repr(box))
+
+
 def test_the_tool_refuses_to_write_without_a_build(tmp_path, monkeypatch, capsys):
     tool = _tool()
     monkeypatch.setattr(tool, "ENVIRONMENT", tmp_path / "missing" / "environment.pickle")
