@@ -18,8 +18,9 @@ import torch
 
 from .data import Normalization
 
-# Inches: the widest figure a 390-px phone shows whole at 80 % of its size (a text column of about
-# 340 px, at 100 dpi).
+# Inches: the widest figure a 390-px phone shows whole at 80 % of its size (a figure's box there is
+# 342 px, so at most 427 px at 100 dpi; a figure with a legend outside its axes draws a little wider
+# than its size, so those are made 4 inches wide).
 PHONE_WIDTH = 4.2
 
 

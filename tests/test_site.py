@@ -57,7 +57,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 HARMLESS_CONSOLE_ERRORS: list[tuple[str, str]] = []
 # The page that states the verdict, and its table: it must be readable without scrolling sideways.
 VERDICT_PAGE = "notebooks/05_baselines_tradeoff"
-VERDICT_TABLE = "#soteria-verdict table"
+VERDICT_TABLE = "section:has(> #soteria-verdict) table"  # the table of the section the label opens
 # Pages (toc paths, by prefix) that must carry at least one frame slider.
 SLIDER_PAGES = ("notebooks/04_", "notebooks/05_")
 FRAME_SLIDER = ".soteria-frame-slider"  # soteria_lib.widgets.FRAME_SLIDER_CLASS

@@ -214,7 +214,7 @@ def figure(found: list[Curve]) -> Figure:
     """Median PSNR (with interquartile band) and share reconstructed against iterations, two
     panels per dataset stacked in one column (narrow enough for a phone), one line per study."""
     datasets = sorted({c.dataset for c in found})
-    fig = Figure(figsize=(4.2, 2.9 * 2 * len(datasets)), layout="constrained")
+    fig = Figure(figsize=(4.0, 2.9 * 2 * len(datasets)), layout="constrained")
     axes = fig.subplots(2 * len(datasets), 1, squeeze=False)[:, 0]
     for column, dataset in enumerate(datasets):
         top, bottom = axes[2 * column], axes[2 * column + 1]

@@ -23,10 +23,11 @@ def _finite(values) -> bool:
 
 
 def _panels(count: int) -> tuple[Figure, list]:
-    """One panel per experiment, stacked in one column 4.2 inches wide: a phone shows it whole."""
+    """One panel per experiment, stacked in one column 4 inches wide (with its legend below, within
+    soteria_lib.plotting.PHONE_WIDTH): a phone shows it whole."""
     columns = 1
     rows = math.ceil(count / columns)
-    fig = Figure(figsize=(4.2 * columns, 2.9 * rows + 0.6), layout="constrained")
+    fig = Figure(figsize=(4.0 * columns, 2.9 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).flatten().tolist()
     for ax in axes[count:]:
         ax.set_visible(False)
