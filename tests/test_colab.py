@@ -128,7 +128,9 @@ def test_the_notebook_runs_alone_in_an_empty_folder_with_only_the_wheel(path, co
     book = nbformat.read(path, as_version=4)
     book.cells.append(nbformat.v4.new_code_cell(
         "import soteria_lib, soteria_lib.book_files as files\n"
-        "print('library:', soteria_lib.__file__)\nprint('book files:', files.book_root())"))
+        "from soteria_lib.chapter_times import load_timings\n"
+        "print('library:', soteria_lib.__file__)\nprint('book files:', files.book_root())\n"
+        "print('measured chapters:', len(load_timings()['chapters']))"))
     nbformat.write(book, folder / path.name)
     for name in ("PYTHONPATH", "SOTERIA_BOOK_ROOT", "SOTERIA_SCALE"):
         monkeypatch.delenv(name, raising=False)
@@ -145,4 +147,5 @@ def test_the_notebook_runs_alone_in_an_empty_folder_with_only_the_wheel(path, co
     installed = colab["purelib"] / "soteria_lib"
     assert f"library: {installed / '__init__.py'}" in printed
     assert f"book files: {installed / 'book_data'}" in printed
+    assert f"measured chapters: {len(NOTEBOOKS)}" in printed  # the wheel carries book/timings.json
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".ipynb") == [path.name]
