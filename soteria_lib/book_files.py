@@ -2,7 +2,8 @@
 wherever the notebook runs.
 
 Chapters 5 and 6 draw their tables from results the project commits (``results/``) and the grid
-that produced them (``experiments/``). In a checkout of the repository they are read from there;
+that produced them (``experiments/``); chapters 3 and 8 show committed reconstructions
+(``results/figures/``); every chapter states its execution time from ``book/timings.json``. In a checkout of the repository they are read from there;
 a notebook opened in Colab or Binder, or copied to another folder, reads the copy that the wheel
 carries (``soteria_lib/book_data``, filled at build time from :data:`BUNDLED`, see ``setup.py``).
 Nothing is downloaded here: installing the package is the notebook's first cell's job.
@@ -21,6 +22,8 @@ BUNDLED = (
     "results/*/*/metrics.json",
     "flower_apps/*/pyproject.toml",  # the Flower Apps chapter 9 runs with `flwr run`
     "flower_apps/*/*/*.py",
+    "results/figures/*/*",  # reference-scale reconstructions that chapters 3 and 8 show
+    "book/timings.json",  # each chapter's measured execution time (soteria_lib.chapter_times)
 )
 ROOT_VARIABLE = "SOTERIA_BOOK_ROOT"  # a folder laid out like the repository, overriding both
 PACKAGE_COPY = "book_data"  # the folder inside the installed package that holds the bundled copy

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "soteria-colab"
 SOURCE_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "LICENSE-TEXT", "soteria_lib",
-                "experiments", "results", "flower_apps")
+                "experiments", "results", "flower_apps", "book")
 
 
 def _tool():
@@ -90,6 +90,7 @@ def colab(tmp_path_factory):
         else:
             shutil.copy2(origin, source / name)
     shutil.copy2(ROOT / "results" / "convergence.png", source / "results" / "convergence.png")
+    shutil.copytree(ROOT / "results" / "figures", source / "results" / "figures", dirs_exist_ok=True)
     wheels = base / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--wheel-dir", str(wheels), str(source)], check=True, timeout=300)
@@ -136,7 +137,9 @@ def test_the_notebook_runs_alone_in_an_empty_folder_with_only_the_wheel(path, co
     book = nbformat.read(path, as_version=4)
     book.cells.append(nbformat.v4.new_code_cell(
         "import soteria_lib, soteria_lib.book_files as files\n"
-        "print('library:', soteria_lib.__file__)\nprint('book files:', files.book_root())"))
+        "from soteria_lib.chapter_times import load_timings\n"
+        "print('library:', soteria_lib.__file__)\nprint('book files:', files.book_root())\n"
+        "print('measured chapters:', len(load_timings()['chapters']))"))
     nbformat.write(book, folder / path.name)
     for name in ("PYTHONPATH", "SOTERIA_BOOK_ROOT", "SOTERIA_SCALE"):
         monkeypatch.delenv(name, raising=False)
@@ -153,4 +156,5 @@ def test_the_notebook_runs_alone_in_an_empty_folder_with_only_the_wheel(path, co
     installed = colab["purelib"] / "soteria_lib"
     assert f"library: {installed / '__init__.py'}" in printed
     assert f"book files: {installed / 'book_data'}" in printed
+    assert f"measured chapters: {len(NOTEBOOKS)}" in printed  # the wheel carries book/timings.json
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".ipynb") == [path.name]

@@ -12,7 +12,7 @@ browser is ever downloaded (``playwright install`` is not needed). Every page mu
 * no source shown as text: a Markdown table, a MyST role or directive, TeX outside MathJax;
 * no MathJax error (``mjx-merror``: an unknown macro or malformed TeX), no display equation
   cut off on the left, and none wider than the text column at 1280 px (long ones are broken
-  over lines; on a phone they scroll, with a visible scroll bar);
+  over lines; on a phone the few that still do not fit scroll, with a visible cue);
 * no JavaScript error (uncaught page errors and ``console.error``), apart from the entries of
   ``HARMLESS_CONSOLE_ERRORS``;
 * every output image a numbered figure with a caption and a described alt text;
@@ -22,8 +22,10 @@ browser is ever downloaded (``playwright install`` is not needed). Every page mu
 and pages with sliders (chapters 04 and 05 must have one) must react to the keyboard: focusing
 a frame slider's handle and pressing ArrowRight shows a different frame, ArrowLeft the first
 one again; every chapter's exercises have solutions that stay hidden until clicked open; and at
-390 px (a phone) no page is wider than the screen and no output image is drawn below
-``LEGIBLE_SCALE`` of its natural size (its text stays legible; it scrolls sideways instead). Full-page screenshots of every page at 1280
+390 px (a phone) no page is wider than the screen, no output image is drawn below
+``LEGIBLE_SCALE`` of its natural size (its text stays legible) nor wider than the text column (the
+figures are drawn narrow enough for both), no display equation is cut without a visible scroll cue,
+and chapter 5's verdict table fits its column. Full-page screenshots of every page at 1280
 and 390 px go to ``_build/screenshots/``.
 
 Every test runs on both editions of the book: ``_build/html`` and the student edition
@@ -58,6 +60,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # console.error messages that are not the site's fault, as (substring, reason). None so far.
 HARMLESS_CONSOLE_ERRORS: list[tuple[str, str]] = []
+# The page that states the verdict, and its table: it must be readable without scrolling sideways.
+VERDICT_PAGE = "notebooks/05_baselines_tradeoff"
+VERDICT_TABLE = "section:has(> #soteria-verdict) table"  # the table of the section the label opens
 # Pages (toc paths, by prefix) that must carry at least one frame slider.
 SLIDER_PAGES = ("notebooks/04_", "notebooks/05_")
 FRAME_SLIDER = ".soteria-frame-slider"  # soteria_lib.widgets.FRAME_SLIDER_CLASS
@@ -209,6 +214,15 @@ def test_page(page_path, site, site_url, browser):
         assert not small, f"output images drawn below {LEGIBLE_SCALE:.0%} of their size at 390 px: {small}"
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 391, f"at 390 px the page is {width} px wide: something does not wrap or scroll"
+        hidden = page.evaluate(_CUT_WITHOUT_CUE)
+        assert not hidden, f"display equations cut at 390 px with no visible scroll cue: {hidden}"
+        wide = page.evaluate(_WIDE_FIGURES)
+        assert not wide, f"figures wider than the text column at 390 px (their key panel may be off-screen): {wide}"
+        if page_path == VERDICT_PAGE:
+            verdict = page.locator(VERDICT_TABLE)
+            assert verdict.count() == 1, f"{VERDICT_PAGE} should hold one verdict table ({VERDICT_TABLE})"
+            sideways = verdict.evaluate("t => t.scrollWidth - t.clientWidth")
+            assert sideways <= 1, f"at 390 px the verdict table is {sideways} px wider than its column"
     finally:
         context.close()
 
@@ -275,6 +289,22 @@ _SHRUNKEN_IMAGES = """(scale) => [...document.querySelectorAll('.cell_output img
     img.naturalWidth && img.offsetParent !== null
     && img.getBoundingClientRect().width < img.naturalWidth * scale - 1
 ).map(img => `${img.alt || img.src.slice(-40)}: ${Math.round(img.getBoundingClientRect().width)} of ${img.naturalWidth} px`)"""
+# Display equations that are cut (wider than their box) and show no scroll cue: book.css draws a
+# shadow on the side where more of the equation hides, with backgrounds on the scrolling box; a
+# phone's browser hides scroll bars until the reader touches them, so a bar alone is no cue.
+_CUT_WITHOUT_CUE = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(eq => {
+    if (eq.scrollWidth <= eq.clientWidth + 1) return false;
+    const style = getComputedStyle(eq);
+    return !/(auto|scroll)/.test(style.overflowX) || !style.backgroundImage.includes('radial-gradient');
+}).map(eq => eq.textContent.slice(0, 80))"""
+# Output images (figures and slider frames) that stick out of their box at this width, so that part
+# of them is out of view; tools/site_scripts.py puts every output image in a box of its own.
+_WIDE_FIGURES = """() => [...document.querySelectorAll('.cell_output img')].filter(img => img.offsetParent !== null)
+    .filter(img => {
+        const box = img.closest('.soteria-figure-box') || img.parentElement;
+        return box.scrollWidth > box.clientWidth + 1
+            || img.getBoundingClientRect().right > box.getBoundingClientRect().right + 1;
+    }).map(img => `${img.alt || img.src.slice(-40)}: ${Math.round(img.getBoundingClientRect().width)} px`)"""
 # Display equations wider than their box (they would need a scroll bar at this width).
 _OVERFLOWING_EQUATIONS = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(
     eq => eq.scrollWidth > eq.clientWidth + 1).map(eq => eq.textContent.slice(0, 80))"""

@@ -8,6 +8,7 @@ import pytest
 from soteria_lib import experiments
 from soteria_lib.defenses import DefenseSetting
 from soteria_lib.sweep.grid import FedAvgSpec
+from soteria_lib.sweep.report import short_verdict
 from soteria_lib.sweep.results import COLUMNS, append_row, prepare
 from soteria_lib.sweep.statistics import (difference_interval, difference_upper, matches, mean_interval,
                                           median_interval, proportion_interval, ratio_interval)
@@ -136,6 +137,11 @@ def test_summary_verdict_on_a_hand_made_sweep(tmp_path):
     # the claim is judged at the highest Soteria rate that matched any baseline, and against no defense
     assert group.strongest_matched() == DefenseSetting("soteria", 40.0)
     assert group.undefended() == DefenseSetting("none", 0.0)
+    # chapter 5's short verdict: runs rebuilt with no defense, then against that setting by the plain
+    # attacker and by the worst case (run by run 0.1, 0.6, 0.05, 0.8: none at 20 dB)
+    header, _, row = short_verdict([group])
+    assert header.count("|") == 5 and "attacker that knows it" in header
+    assert row == "| DLG, MNIST (Soteria 40%) | 50 % (2/4) | 0 % (0/4) | 0 % (0/4) |"
 
     out = tmp_path / "report" / "summary.md"
     assert experiments.main(["summarize", str(csv), "--fedavg", str(fedavg), "--output", str(out)]) == 0

@@ -212,13 +212,13 @@ def curves(rows: list[dict]) -> list[Curve]:
 
 
 def figure(found: list[Curve]) -> Figure:
-    """Median PSNR (with interquartile band) and share reconstructed against iterations, one
-    column per dataset, one line per study."""
+    """Median PSNR (with interquartile band) and share reconstructed against iterations, two
+    panels per dataset stacked in one column (narrow enough for a phone), one line per study."""
     datasets = sorted({c.dataset for c in found})
-    fig = Figure(figsize=(4.6 * len(datasets), 6.0), layout="constrained")
-    axes = fig.subplots(2, len(datasets), squeeze=False)
+    fig = Figure(figsize=(4.0, 2.9 * 2 * len(datasets)), layout="constrained")
+    axes = fig.subplots(2 * len(datasets), 1, squeeze=False)[:, 0]
     for column, dataset in enumerate(datasets):
-        top, bottom = axes[0][column], axes[1][column]
+        top, bottom = axes[2 * column], axes[2 * column + 1]
         for curve in (c for c in found if c.dataset == dataset):
             label = f"{curve.study} ({curve.runs} runs)"
             line, = top.plot(curve.iterations, curve.median_psnr, label=label)
@@ -226,17 +226,18 @@ def figure(found: list[Curve]) -> Figure:
                              linewidth=0)
             bottom.plot(curve.iterations, [100 * r for r in curve.reconstructed], color=line.get_color(), label=label)
         top.axhline(REBUILT_PSNR, color="grey", linestyle=":", linewidth=1)
-        top.set_title(dataset, fontsize=10)
+        top.set_title(f"{dataset}: median PSNR", fontsize=10)
         top.set_ylabel("median PSNR (dB)")
         top.set_ylim(bottom=max(top.get_ylim()[0], PSNR_FLOOR))  # below 0 dB an image is noise
-        bottom.set_ylabel(f"runs reconstructed (%), PSNR >= {REBUILT_PSNR:g} dB")
+        bottom.set_title(f"{dataset}: runs reconstructed", fontsize=10)
+        bottom.set_ylabel(f"% with PSNR >= {REBUILT_PSNR:g} dB")
         bottom.set_ylim(-5, 105)
         bottom.set_xlabel("iteration")
         for ax in (top, bottom):
             ax.set_xscale("symlog", linthresh=10)
             ax.set_xlim(left=0)
             ax.grid(alpha=0.3)
-        top.legend(fontsize=8)
+        top.legend(fontsize=7)
     return fig
 
 

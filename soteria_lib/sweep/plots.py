@@ -22,9 +22,11 @@ def _finite(values) -> bool:
 
 
 def _panels(count: int) -> tuple[Figure, list]:
-    columns = min(count, 2)
+    """One panel per experiment, stacked in one column 4 inches wide (with its legend below, within
+    soteria_lib.plotting.PHONE_WIDTH): a phone shows it whole."""
+    columns = 1
     rows = math.ceil(count / columns)
-    fig = Figure(figsize=(4.4 * columns, 3.3 * rows), layout="constrained")  # readable at ~700 px
+    fig = Figure(figsize=(4.0 * columns, 2.9 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).flatten().tolist()
     for ax in axes[count:]:
         ax.set_visible(False)
@@ -38,7 +40,7 @@ def _legend_below(fig: Figure, axes: list) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     if entries:
-        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=min(len(entries), 3),
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=min(len(entries), 2),
                    fontsize=8, frameon=False)
 
 

@@ -112,6 +112,24 @@ def rebuilt_verdict(groups: list[Group]) -> list[str]:
                   "worst case: verdict"], rows)
 
 
+def short_verdict(groups: list[Group]) -> list[str]:
+    """The verdict in four narrow columns, one row per attack and dataset: how often the image was
+    rebuilt with no defense (plain attacker), and against the strongest Soteria setting that matched
+    a baseline's accuracy, by the attacker it was evaluated with (plain) and by the worst case of the
+    battery (attackers that know the defense). Chapter 5 states it; the full tables say the rest."""
+    def share(cell) -> str:
+        rebuilt = getattr(cell, "rebuilt", None)
+        return "–" if rebuilt is None else f"{100 * rebuilt.value:.0f} % ({round(rebuilt.value * rebuilt.n)}/{rebuilt.n})"
+    rows = []
+    for g in groups:
+        strongest = g.strongest_matched()  # g.cell(None, ...) is None: no Soteria setting matched
+        setting = "no Soteria setting matched" if strongest is None else strongest.label().replace("soteria", "Soteria")
+        rows.append([f"{g.params['attack'].upper()}, {dataset_name(g.params['dataset'])} ({setting})",
+                     share(g.cell(g.undefended())), share(g.cell(strongest)), share(g.cell(strongest, WORST))])
+    return table(["attack, dataset (Soteria)", "no defense", "Soteria, plain attacker",
+                  "Soteria, attacker that knows it"], rows)
+
+
 def pruning(info) -> bool:
     """Baselines that prune (they leave exact zeros), by their registrations."""
     return info.leaves_zeros
