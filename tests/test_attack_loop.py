@@ -88,3 +88,13 @@ def test_the_stronger_dlg_rebuilds_an_undefended_image_from_a_wrong_label():
                                    infer_labels=True, box="sigmoid", restarts=2)
         assert int(strong.labels[0]) == 4
         assert psnr(strong.inputs, batch.inputs) > 30
+
+
+@pytest.mark.parametrize("attack", ["dlg", "gs"])
+def test_an_attack_goes_on_without_a_prior_it_cannot_read_and_says_so(attack):
+    model, _, update = _update(attack)
+    gradients = list(update.gradients)
+    gradients[-1] = torch.zeros_like(gradients[-1])  # no bias gradient: r cannot be read off the update
+    result = get_attack(attack)(model, SharedUpdate(tuple(gradients), update.metadata), max_iterations=1,
+                                progress=False, representation_prior=0.1)
+    assert result.iterations == 1 and result.details["prior"].startswith("not used: the shared bias gradient")

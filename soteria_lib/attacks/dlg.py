@@ -129,4 +129,6 @@ def dlg(model: nn.Module, update: SharedUpdate, config: DLGConfig | None = None,
     config = attack_info("dlg").configure(config, **settings)
     problem = prepare(model, update, config, "dlg", disclosed_labels=False)
     search = DLGSearch(problem, config, torch.Generator(device="cpu").manual_seed(seed))
-    return Reconstruction(*run_search(search, config, progress, frame_every, "DLG"))
+    result = Reconstruction(*run_search(search, config, progress, frame_every, "DLG"))
+    result.details.update(problem.notes)
+    return result

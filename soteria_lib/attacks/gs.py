@@ -237,7 +237,9 @@ def gs(model: nn.Module, update: SharedUpdate, config: GSConfig | None = None, *
     config = attack_info("gs").configure(config, **settings)
     problem = prepare(model, update, config, "gs", disclosed_labels=True)
     search = GSSearch(problem, config, torch.Generator(device="cpu").manual_seed(seed))
-    return Reconstruction(*run_search(search, config, progress, frame_every, f"GS x{config.restarts}"))
+    result = Reconstruction(*run_search(search, config, progress, frame_every, f"GS x{config.restarts}"))
+    result.details.update(problem.notes)
+    return result
 
 
 def _best(costs: torch.Tensor) -> int:

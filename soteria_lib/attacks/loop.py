@@ -8,7 +8,8 @@ battery varies lives here, so every option works for every attack by constructio
   matching (``adaptive``: the exact zeros are left out; ``ignore_parameters`` and
   ``drop_defended_layer``: whole tensors), how each tensor is weighted (``layer_weights="snr"``:
   by its signal-to-noise ratio under the defense's known noise), the labels (disclosed or read off
-  the gradient, iDLG) and the prior on the defended layer's input (:mod:`.prior`). Weights and
+  the gradient, iDLG) and the prior on the defended layer's input (:mod:`.prior`; where the
+  update gives nothing to read, the attack goes on without it and says so). Weights and
   masks multiply both the dummy's and the shared gradients, entry by entry, with ``sqrt(w_k)``
   on tensor k: for the L2 cost that is ``sum_k w_k ||g_k(x') - g_k||^2``, a Gaussian likelihood
   with one noise level per tensor, and for the cosine the same weighted inner product.
@@ -22,7 +23,7 @@ battery varies lives here, so every option works for every attack by constructio
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
@@ -66,6 +67,7 @@ class Problem:
     prior: Callable[[torch.Tensor], torch.Tensor] | None
     low: torch.Tensor
     high: torch.Tensor
+    notes: dict = field(default_factory=dict)  # what the attack could not use, for its result's details
 
 
 def prepare(model: nn.Module, update: SharedUpdate, config, attack: str, disclosed_labels: bool) -> Problem:
@@ -88,10 +90,14 @@ def prepare(model: nn.Module, update: SharedUpdate, config, attack: str, disclos
     else:
         labels = update.metadata.extra.get("labels") if disclosed_labels else None
         labels = None if labels is None else labels.to(device)
-    prior = representation_prior(model, update, config.representation_prior, config.readout)
+    notes = {}
+    try:
+        prior = representation_prior(model, update, config.representation_prior, config.readout)
+    except ValueError as exc:  # nothing to read (no bias gradient, or all of it noise): go on without
+        prior, notes["prior"] = None, f"not used: {exc}"
     meta = update.metadata
     low, high = meta.normalization.box(torch.zeros(meta.input_shape, device=device))  # (C, 1, 1)
-    return Problem(model, update, shared, masks, labels, prior, low, high)
+    return Problem(model, update, shared, masks, labels, prior, low, high, notes)
 
 
 @dataclass(frozen=True)
