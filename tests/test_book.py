@@ -41,16 +41,10 @@ def test_the_intro_and_chapter_8_link_to_the_verdict_instead_of_repeating_it():
         assert re.search(r"\{ref\}`[^`<]*<" + LABEL + ">`", _text(ROOT / page)), page
 
 
-# Chapters whose box and listing are still to come (chapter 9 belongs to its own issue).
-PENDING = {"09_flower_federation"}
-
-
 def test_every_chapter_shows_the_code_of_the_rule_it_teaches_from_the_library():
     """A listing read with inspect.getsource (soteria_lib.listing.show_source) cannot drift from
     the code; the chapter also names the module it comes from."""
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        if notebook.stem in PENDING:
-            continue
         cells = json.loads(notebook.read_text())["cells"]
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         prose = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")

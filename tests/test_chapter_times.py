@@ -11,8 +11,6 @@ from soteria_lib.chapter_times import about, chapter_time, load_timings, run_tim
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-# Chapters whose box is still hand-written (chapter 9 belongs to its own issue).
-PENDING = {"09_flower_federation"}
 FACTOR = 1.5  # how far a stated time may be from the build's own, either way
 
 
@@ -36,7 +34,7 @@ def test_the_committed_file_has_a_time_for_every_chapter_of_the_book():
     assert set(timings["chapters"]) == {f"notebooks/{p.name}" for p in NOTEBOOKS}
 
 
-@pytest.mark.parametrize("notebook", [p for p in NOTEBOOKS if p.stem not in PENDING], ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_chapter_draws_its_box_from_the_timings_file(notebook):
     cells = json.loads(notebook.read_text())["cells"]
     text = "\n".join("".join(c["source"]) for c in cells)
