@@ -3,6 +3,8 @@ the attacks on trained models wait for them and read them, every row records its
 pruning rate and trivial guess, and the summary has the primary family and the frontier figure."""
 import json
 
+import pytest
+
 from soteria_lib import experiments
 from soteria_lib.sweep.grid import load_grid
 from soteria_lib.sweep.results import read_rows
@@ -68,3 +70,26 @@ def test_a_tiny_verdict_sweep_runs_resumes_and_summarises(tmp_path, data_root):
     record = json.loads(summary.with_suffix(".json").read_text())
     states = {e["model_state"] for e in record["experiments"]}
     assert states == {"init", "round:1"}
+
+
+def test_runs_on_a_model_a_diverged_training_never_kept_are_skipped(tmp_path):
+    """A FedAvg cell that diverged in round 3 keeps no model of round 5: the cell still counts as
+    done, and the runs on that model are left out of the wave (the session log counts them)."""
+    from soteria_lib.sweep.runner import is_done, without_models
+
+    grid = tmp_path / "tiny.toml"
+    grid.write_text(TINY.replace("FEDAVG", str(tmp_path / "fedavg")).replace('"round:1"', '"round:5"')
+                    .replace("rounds = 1", "rounds = 6"))
+    loaded = load_grid(grid)
+    cell = loaded.fedavg[0]
+    cell.folder().mkdir(parents=True)
+    record = {**cell.experiment().identity(), "final_accuracy": 0.1, "diverged_round": 3}
+    (cell.folder() / "metrics.json").write_text(json.dumps(record))
+    assert is_done(cell)
+    record["diverged_round"] = None  # a finished run must have kept the model
+    (cell.folder() / "metrics.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="lacks the global model of round 5"):
+        is_done(cell)
+    trained = [s for s in loaded.reconstructions if s.model_state == "round:5"]
+    runnable, skipped = without_models(trained)
+    assert runnable == [] and skipped == trained

@@ -129,7 +129,9 @@ def is_done(spec: FedAvgSpec) -> bool:
         if stored.get(key) != value:
             raise GridError(f"{path} was written for {key} = {stored.get(key)!r}, the grid asks for {value!r}; "
                             "remove it or choose another FedAvg output folder")
-    missing = [k for k in spec.snapshots if not snapshot_path(spec.folder(), k).exists()]
+    diverged = stored.get("diverged_round")  # a run that diverged keeps no model from that round on
+    missing = [k for k in spec.snapshots if not snapshot_path(spec.folder(), k).exists()
+               and (diverged is None or k < diverged)]
     if missing:
         raise GridError(f"{spec.folder()} lacks the global model of round {missing[0]} that attacks read; remove "
                         "the folder to train it again")
@@ -142,6 +144,13 @@ def waves(tasks: list) -> list[list]:
     trained = [t for t in tasks if getattr(t, "model_file", None) is not None]
     first = [t for t in tasks if getattr(t, "model_file", None) is None]
     return [wave for wave in (first, trained) if wave]
+
+
+def without_models(wave: list) -> tuple[list, list]:
+    """``(runnable, skipped)``: runs on a global model that its FedAvg cell never produced (training
+    diverged before that round) cannot run; the session log counts them, and no row is written."""
+    skipped = [t for t in wave if getattr(t, "model_file", None) is not None and not Path(t.model_file).exists()]
+    return [t for t in wave if t not in skipped], skipped
 
 
 def _init_worker(threads: int, parent: int | None = None) -> None:
@@ -229,11 +238,14 @@ def execute(sweep: Plan, csv_path: Path, workers: int = 1, threads: int | None =
                "threads_per_worker": threads, "device": device, "commit": commit, "version": __version__,
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "runs_skipped": sweep.skipped_runs, "fedavg_skipped": sweep.skipped_fedavg,
-               "runs_done": 0, "fedavg_done": 0, "status": "failed", "load_average_start": _load_average()}
+               "runs_done": 0, "fedavg_done": 0, "runs_without_model": 0, "status": "failed", "load_average_start": _load_average()}
     start = time.perf_counter()
     bar = tqdm(total=len(sweep.tasks), desc="sweep", unit="run", disable=not progress, smoothing=0.05)
     try:
         for wave in waves(sweep.tasks):
+            wave, skipped = without_models(wave)
+            session["runs_without_model"] += len(skipped)
+            bar.update(len(skipped))
             for task, rows in BACKENDS[backend](wave, workers, threads, device, data_root, commit, address):
                 if isinstance(task, FedAvgSpec):
                     session["fedavg_done"] += 1
