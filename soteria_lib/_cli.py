@@ -82,6 +82,49 @@ non_negative_float = _typed("non-negative float", float, lambda v: math.isfinite
 positive_float = _typed("positive float", float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
+def add_defense_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--defense`` and its settings: generic ``--set KEY=VALUE`` (any setting of the chosen defense,
+    repeatable) and the historical flags, aliases of the settings each defense registers for them."""
+    from .defenses import defense_names  # torch: after quiet_start
+
+    parser.add_argument("--defense", default="none", choices=defense_names())
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the defense, e.g. --set pruning_rate=60 (repeatable)")
+    parser.add_argument("--pruning_rate", type=finite_float, default=None, help="soteria, prune: percentage in [0, 100)")
+    parser.add_argument("--epsilon", type=non_negative_float, default=None, help="soteria: the score guard (default by model)")
+    parser.add_argument("--noise", type=non_negative_float, default=None,
+                        help="dp-gaussian: sigma; dp-laplace: scale b; dp-sgd: noise multiplier")
+    parser.add_argument("--clip", type=positive_float, default=None,
+                        help="dp-gaussian, dp-laplace: clip the update's global L2 norm to this before the noise; "
+                             "dp-sgd: the per-example clipping norm")
+
+
+def defense_settings(args) -> dict:
+    """The chosen defense's settings from ``--set`` and the historical flags (a ``ValueError`` names a
+    flag or setting the defense does not take)."""
+    from .defenses import defense_info, from_flags, parse_setting
+
+    flags = {name: getattr(args, name, None) for name in ("pruning_rate", "epsilon", "noise", "clip")}
+    settings = from_flags(args.defense, **flags)
+    info = defense_info(args.defense)
+    for text in args.settings:
+        key, value = parse_setting(info, text)
+        settings[key] = value
+    return settings
+
+
+def parse_command_line(prog: str, build_parser, argv: list[str] | None):
+    """Load the extensions (:mod:`soteria_lib.extensions`: their defenses and attacks become choices),
+    then parse ``argv``; an extension that fails to load is one line and exit status 2."""
+    from .extensions import ExtensionError, load_extensions
+
+    try:
+        load_extensions()
+    except ExtensionError as exc:
+        sys.exit(fail(prog, str(exc)))
+    return build_parser().parse_args(argv)
+
+
 def fail(prog: str, message: str, code: int = 2) -> int:
     """Print ``prog: error: message`` on stderr and return ``code`` (2: usage, 1: a failed run)."""
     print(f"{prog}: error: {message}", file=sys.stderr)

@@ -1,8 +1,9 @@
-"""The committed files the book's chapters read (results of the sweeps, the grids), wherever the
-notebook runs.
+"""The committed files the book's chapters read (results of the sweeps, the grids, the Flower Apps),
+wherever the notebook runs.
 
 Chapters 5 and 6 draw their tables from results the project commits (``results/``) and the grid
-that produced them (``experiments/``). In a checkout of the repository they are read from there;
+that produced them (``experiments/``); chapters 3 and 8 show committed reconstructions
+(``results/figures/``); every chapter states its execution time from ``book/timings.json``. In a checkout of the repository they are read from there;
 a notebook opened in Colab or Binder, or copied to another folder, reads the copy that the wheel
 carries (``soteria_lib/book_data``, filled at build time from :data:`BUNDLED`, see ``setup.py``).
 Nothing is downloaded here: installing the package is the notebook's first cell's job.
@@ -19,6 +20,10 @@ BUNDLED = (
     "results/*.csv",
     "results/convergence.png",
     "results/*/*/metrics.json",
+    "flower_apps/*/pyproject.toml",  # the Flower Apps chapter 9 runs with `flwr run`
+    "flower_apps/*/*/*.py",
+    "results/figures/*/*",  # reference-scale reconstructions that chapters 3 and 8 show
+    "book/timings.json",  # each chapter's measured execution time (soteria_lib.chapter_times)
 )
 ROOT_VARIABLE = "SOTERIA_BOOK_ROOT"  # a folder laid out like the repository, overriding both
 PACKAGE_COPY = "book_data"  # the folder inside the installed package that holds the bundled copy
@@ -41,7 +46,7 @@ def book_root() -> Path:
 
 
 def book_file(*parts: str) -> Path:
-    """The committed file or folder ``results/...`` or ``experiments/...`` of the book.
+    """The committed file or folder ``results/...``, ``experiments/...`` or ``flower_apps/...`` of the book.
 
     Raises :class:`FileNotFoundError` with one line naming where it looked.
     """

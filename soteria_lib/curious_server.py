@@ -1,5 +1,5 @@
-"""A curious server: it runs an attack on the model updates that clients send it (chapter 6,
-"Soteria in a Flower federation").
+"""A curious server: it runs an attack on the model updates that clients send it (chapter 9,
+"Soteria in a Flower federation"; chapter 8 attacks a client that takes several local steps).
 
 In FedAvg a client returns its weights after local training, not a gradient. A client that took
 ``s`` steps of SGD with learning rate ``eta`` from the global weights ``w`` returns
@@ -23,6 +23,7 @@ from torch import nn
 
 from .attacks import Reconstruction, attack_info
 from .data import Normalization
+from .defenses import DefenseSetting
 from .introspection import num_classes
 from .metrics import image_metrics, is_diverged, match_batch
 from .scales import attack_budget
@@ -71,11 +72,14 @@ class CuriousServer:
 
     def observe(self, round_index: int, client: int, model: nn.Module, client_state: dict, lr: float,
                 steps: int, examples: int, input_shape: tuple[int, ...], normalization: Normalization,
-                defense: str = "none") -> Observation:
-        """Attack one client's returned weights; ``model`` holds the global weights it started from."""
+                defense: DefenseSetting | None = None) -> Observation:
+        """Attack one client's returned weights; ``model`` holds the global weights it started from.
+        ``defense``: the clients' defense with its settings, public as the threat model has it."""
         gradients = update_as_gradient(model, client_state, lr, steps)
         metadata = UpdateMetadata(batch_size=examples, input_shape=tuple(input_shape),
-                                  num_classes=num_classes(model), normalization=normalization, defense=defense)
+                                  num_classes=num_classes(model), normalization=normalization,
+                                  defense=defense.defense if defense else "none",
+                                  defense_settings=defense.settings() if defense else {})
         model.eval()
         reconstruction = self.info.run(model, SharedUpdate(gradients, metadata), self.config,
                                        seed=self.seed, progress=False)

@@ -73,17 +73,18 @@ class DatasetInfo:
     num_classes: int
     normalization: Normalization
     classes: tuple[str, ...]
+    title: str  # in prose and tables: "CIFAR-10"
 
 
 DATASETS = {
     "mnist": DatasetInfo(
         "mnist", (1, 28, 28), 10, Normalization((0.1306637,), (0.3081078,)),
-        tuple(str(d) for d in range(10)),
+        tuple(str(d) for d in range(10)), "MNIST",
     ),
     "cifar10": DatasetInfo(
         "cifar10", (3, 32, 32), 10,
         Normalization((0.4914672, 0.4822617, 0.4467701), (0.2470322, 0.2434851, 0.2615879)),
-        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"), "CIFAR-10",
     ),
 }
 

@@ -28,7 +28,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ._cli import (Parser, check_writable_file, check_writable_folder, command, count, exit_with, fail,
-                   interrupted_code, quiet_start, ray_address)
+                   interrupted_code, parse_command_line, quiet_start, ray_address)
 
 PROG = "soteria-experiments"
 if __name__ == "__main__":
@@ -44,7 +44,10 @@ from .sweep.report import render
 from .sweep.results import ResultsError
 from .ray_cluster import RayMissing, require_ray
 from .sweep.runner import BACKENDS, RunFailed, execute, plan, read_sessions
-from .sweep.summary import missing_cells, summarize, to_json
+from .sweep.results import RESULTS, read_rows
+from .sweep.summary import missing_cells, read_accuracies, summarize, to_json
+from .sweep.verdict import WORST, build as build_verdict
+from .sweep.verdict_report import figure_writer as verdict_figure_writer, render as render_verdict
 
 # Bad input, refused before any work: one line, exit status 2. A results file that another
 # process writes (files.FileInUse) is a ValueError; an output the disk refuses before the first
@@ -70,8 +73,8 @@ def build_parser() -> Parser:
     run.add_argument("--backend", default="local", choices=sorted(BACKENDS),
                      help="local: worker processes on this host (default); ray: one Ray task per run")
     run.add_argument("--address", type=ray_address, default=None,
-                     help="Ray cluster to run on (HOST:PORT of `ray start --head`; default: a local Ray "
-                          "with --workers x --threads CPUs); ray backend only")
+                     help="Ray cluster to run on (HOST:PORT of `ray start --head --disable-usage-stats`; "
+                          "default: a local Ray with --workers x --threads CPUs); ray backend only")
     run.add_argument("--verbose", action="store_true", help="ray backend: show Ray's own warnings and logs")
     study = commands.add_parser("study", help="PSNR against iterations of undefended attacks (choosing a budget)")
     study.add_argument("file", help="study file, e.g. experiments/convergence.toml")
@@ -173,6 +176,8 @@ def summarize_command(args) -> int:
             check_writable_file(output, "summary file")
             held.enter_context(one_writer(output, "summary file"))
             grid = load_grid(args.grid) if args.grid else None
+            if grid is not None and grid.verdict is not None:
+                return verdict_summary(csv_path, args.fedavg, grid.verdict, output, args.keep_first)
             groups, accuracies = summarize(csv_path, args.fedavg, grid, args.keep_first)
             missing = None if grid is None else missing_cells(groups, grid)
             sessions = read_sessions(csv_path)
@@ -187,13 +192,30 @@ def summarize_command(args) -> int:
     return 0
 
 
+def verdict_summary(csv_path: Path, fedavg: str, plan, output: Path, keep_first: bool = False) -> int:
+    """The summary of a grid with a ``[verdict]`` table (:mod:`soteria_lib.sweep.verdict`); the
+    Markdown, its JSON twin and the figure are written together or not at all."""
+    accuracies = read_accuracies(fedavg) if Path(fedavg).is_dir() else {}
+    experiments = build_verdict(RESULTS.unique_rows(read_rows(csv_path), csv_path, keep_first), accuracies, plan)
+    figure, draw = verdict_figure_writer(experiments, accuracies, plan, output)
+    sources = (f"From `{csv_path}` ({sum(len(c.by_run) for e in experiments for (s, a), c in e.cells.items() if a != WORST)} "
+               f"runs) and the FedAvg cells in `{fedavg}`. Written by `python -m soteria_lib.experiments summarize`.")
+    text = render_verdict(experiments, accuracies, plan, sources, figure.name)
+    record = {"experiments": [
+        {**e.params, "cells": [c.record() for c in e.cells.values()], "comparisons": [c.record() for c in e.comparisons],
+         "cpu_seconds": e.cpu_seconds} for e in experiments], "fedavg": [a.record() for a in accuracies.values()]}
+    write_together({figure: draw, output.with_suffix(".json"): json_writer(record), output: text_writer(text)})
+    print(f"{output}, {output.with_suffix('.json')}, {figure}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"run": run_command, "study": study_command, "summarize": summarize_command}
 
 
 @command(PROG)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(PROG, build_parser, argv)
     args.command_line = " ".join(["python -m soteria_lib.experiments", *argv])
     try:
         return COMMANDS[args.command](args)

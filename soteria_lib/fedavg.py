@@ -13,8 +13,8 @@ same command resumes from it.
 """
 from __future__ import annotations
 
-from ._cli import (Parser, check_writable_folder, command, count, exit_with, fail, finite_float, interrupted_code,
-                   non_negative_float, positive_float, quiet_start, seed_int)
+from ._cli import (Parser, add_defense_arguments, check_writable_folder, command, count, defense_settings, exit_with,
+                   fail, interrupted_code, parse_command_line, positive_float, quiet_start, seed_int)
 
 PROG = "soteria-fedavg"
 if __name__ == "__main__":
@@ -22,7 +22,6 @@ if __name__ == "__main__":
 
 from .data import DATASETS, DatasetNotFoundError  # noqa: E402 (after the signal handlers)
 from .privacy import OpacusMissing
-from .defenses import defense_names
 from .federated import FedAvgConfig, FedAvgExperiment, run_experiment
 from .models import MODELS
 from .scales import SCALES
@@ -44,10 +43,7 @@ def build_parser() -> Parser:
     split = p.add_mutually_exclusive_group()
     split.add_argument("--iid", action="store_true", help="IID split (the default when --alpha is not given)")
     split.add_argument("--alpha", type=positive_float, default=None, help="Dirichlet(alpha) label-skewed split")
-    p.add_argument("--defense", default="none", choices=defense_names())
-    p.add_argument("--pruning_rate", type=finite_float, default=0.0)
-    p.add_argument("--noise", type=non_negative_float, default=None, help="noise scale for dp-gaussian / dp-laplace")
-    p.add_argument("--clip", type=positive_float, default=None, help="L2 clipping norm before the noise")
+    add_defense_arguments(p)
     p.add_argument("--seed", type=seed_int, default=DEFAULTS.seed, help="an integer in [0, 2**32 - 1]")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data_root", "--data_path", dest="data_root", default=None)
@@ -62,12 +58,12 @@ def experiment_from(args) -> FedAvgExperiment:
                             local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
                             seed=args.seed, **split)
     return FedAvgExperiment(dataset=args.dataset, model=args.model, scale=args.scale, defense=args.defense,
-                            pruning_rate=args.pruning_rate, noise=args.noise, clip=args.clip, training=training)
+                            defense_settings=defense_settings(args), training=training)
 
 
 @command(PROG)
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(PROG, build_parser, argv)
     try:
         experiment = experiment_from(args)
         check_writable_folder(args.output)

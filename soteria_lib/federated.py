@@ -38,15 +38,14 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .data import Normalization, dataset_info, load_dataset
-from .defenses import defense_params, get_defense
+from .defenses import DEFENSES, Defense, DefenseSetting
 from .files import Writer, json_writer, write_atomic, write_together
 from .limits import check_count
 from .models import MODELS, get_model
 from .plotting import plot_accuracy
-from .privacy import fedavg_budget
 from .runtime import check_seed, resolve_device, seed_everything, where_it_ran
 from .scales import get_scale
-from .threat import Defense, PrivateBatch, share_update
+from .threat import PrivateBatch, share_update
 
 # Trained models start from PyTorch's initialisation (DLG's uniform one is for attacks), and the
 # LeNet uses ReLU: its four sigmoids barely move in a teaching-scale budget of SGD steps.
@@ -123,18 +122,6 @@ def local_sgd(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, conf
     return model
 
 
-def average_states(states: list[dict], weights: list[float]) -> dict:
-    """Weighted average of floating-point entries; integer buffers are taken from the first."""
-    total = float(sum(weights))
-    out = {}
-    for key, first in states[0].items():
-        if first.is_floating_point():
-            out[key] = sum(s[key] * (w / total) for s, w in zip(states, weights))
-        else:
-            out[key] = first.clone()
-    return out
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict:
     model.eval()
@@ -189,14 +176,19 @@ def client_parts(labels: torch.Tensor, config: FedAvgConfig) -> list[torch.Tenso
 
 
 def privacy_budget(experiment: "FedAvgExperiment", labels: torch.Tensor) -> dict | None:
-    """(epsilon, delta) of the federation's worst client for a DP-SGD run (None for any other
-    defense, which clips nothing per example and has no finite epsilon); :mod:`.privacy`."""
-    if experiment.defense != "dp-sgd":
+    """(epsilon, delta) of the federation's worst client, from the accountant of a defense that
+    registers one (DP-SGD, :mod:`.privacy`), each client charged for the rounds it joins; None for
+    any other defense, which has no finite epsilon."""
+    setting = experiment.setting()
+    if setting.info.accountant is None:
         return None
     training = experiment.training
     sizes = [len(part) for part in client_parts(labels, training)]
-    return asdict(fedavg_budget(sizes, training.rounds, training.local_epochs, training.batch_size,
-                                experiment.noise or 0.0))
+    joined = [0] * training.clients
+    for t in range(1, training.rounds + 1):
+        for k, _ in round_plan(training, t, sizes):
+            joined[k] += 1
+    return asdict(setting.info.accountant(experiment.build_defense(), sizes, joined, training))
 
 
 def round_plan(config: FedAvgConfig, round_index: int, sizes: list[int]) -> list[tuple[int, torch.Tensor]]:
@@ -230,6 +222,7 @@ def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test:
     same ``config`` and ``run_tag`` (whatever else identifies the run: data, model, defense).
     """
     inputs, labels = train
+    defense = defense if defense is not None else DEFENSES["none"].builder()
     parts = client_parts(labels, config)
     history = [{"round": 0, **evaluate(model, *test), "seconds": 0.0}]
     checkpoint = Path(checkpoint) if checkpoint else None
@@ -257,7 +250,7 @@ def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test:
             states.append(local.state_dict())
             weights.append(len(parts[k]))
         if states:
-            model.load_state_dict(average_states(states, weights))
+            model.load_state_dict(defense.on_aggregate(states, weights))
         record = {"round": t, **evaluate(model, *test), "seconds": time.perf_counter() - start}
         if not math.isfinite(record["loss"]):
             bar.close()
@@ -276,42 +269,60 @@ def run_fedavg(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test:
 @dataclass(frozen=True)
 class FedAvgExperiment:
     """One accuracy experiment: a dataset and model trained by FedAvg with a defense on every
-    local step. The defense is named with its run options, as in :class:`~soteria_lib.pipeline.Setup`
-    (``noise`` None: not given)."""
+    local step. The defense is named with its settings, as in :class:`~soteria_lib.pipeline.Setup`."""
 
     dataset: str = "mnist"
     model: str = "lenet"
     scale: str = "teaching"
     defense: str = "none"
-    pruning_rate: float = 0.0
-    noise: float | None = None
-    clip: float | None = None
+    defense_settings: dict = field(default_factory=dict)
     training: FedAvgConfig = field(default_factory=FedAvgConfig)
+    model_options: dict = field(default_factory=dict)  # on top of TRAINING_OPTIONS, e.g. {"activation": "sigmoid"}
+    input_space: str = "normalized"  # or "pixels": the [0, 1] space DLG's sigmoid LeNet reads
 
     def __post_init__(self):
         dataset_info(self.dataset)
         get_scale(self.scale)
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
-        self.build_defense()  # checks the defense and its options
+        if self.input_space not in ("normalized", "pixels"):
+            raise ValueError(f"unknown input_space {self.input_space!r}; choose 'normalized' or 'pixels'")
+        self.setting()  # checks the defense and its settings
+
+    def setting(self) -> DefenseSetting:
+        return DefenseSetting.of(self.defense, **self.defense_settings)
+
+    def normalization(self) -> Normalization:
+        """The space the clients' inputs are in."""
+        info = dataset_info(self.dataset)
+        return info.normalization if self.input_space == "normalized" else Normalization.identity(info.shape[0])
+
+    def build_model(self) -> nn.Module:
+        """The model the clients train, before the defense's model hook, seeded by the caller."""
+        info = dataset_info(self.dataset)
+        options = {**TRAINING_OPTIONS.get(self.model, {}), **self.model_options}
+        return get_model(self.model, info.shape, info.num_classes, **options)
 
     def build_defense(self) -> Defense:
-        return get_defense(self.defense, **defense_params(self.defense, self.training.seed,
-                                                          pruning_rate=self.pruning_rate, noise=self.noise,
-                                                          clip=self.clip))
+        """The defense of every client step; a seeded one draws from the training seed + 1."""
+        return self.setting().build(self.training.seed)
 
     def identity(self) -> dict:
         """The fields of ``metrics.json`` that say which run it is (a finished run is reused only
         for the same identity, and a checkpoint resumed only by it)."""
-        return {**asdict(self.training), "dataset": self.dataset, "model": self.model, "scale": self.scale,
-                "defense": self.defense, "pruning_rate": self.pruning_rate, "noise": self.noise, "clip": self.clip}
+        setting = self.setting()
+        model = {"model_options": self.model_options} if self.model_options else {}  # absent: the defaults
+        if self.input_space != "normalized":
+            model["input_space"] = self.input_space
+        return {**asdict(self.training), "dataset": self.dataset, "model": self.model, **model, "scale": self.scale,
+                "defense": setting.defense, "defense_settings": setting.settings()}
 
     @classmethod
     def with_options(cls, options: dict, **fixed) -> "FedAvgExperiment":
-        """An experiment from ``fixed`` fields plus ``options`` (``model``, ``clip`` or any field of
+        """An experiment from ``fixed`` fields plus ``options`` (``model`` or any field of
         :class:`FedAvgConfig`; ``alpha`` chooses the Dirichlet split). Unknown names are refused."""
         training_fields = {f.name for f in fields(FedAvgConfig)} - {"iid"}
-        allowed = training_fields | {"model", "clip"}
+        allowed = training_fields | {"model", "model_options", "input_space"}
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise ValueError(f"unknown FedAvg option {unknown[0]!r}; choose from {sorted(allowed)}")
@@ -322,12 +333,15 @@ class FedAvgExperiment:
         return cls(**fixed, **rest, training=FedAvgConfig(**training))
 
 
-def load_split(dataset: str, root, train: bool, limit: int | None, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``limit`` examples of a split, normalised with the dataset's mean and std."""
+def load_split(dataset: str, root, train: bool, limit: int | None, device="cpu",
+               normalization: Normalization | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` examples of a split in ``normalization``'s space (default: the
+    dataset's mean and std)."""
     data = load_dataset(dataset, root, train=train)
     n = len(data) if limit is None else min(limit, len(data))
     pixels = data.images[:n].float().div(255)
-    return (dataset_info(dataset).normalization.normalize(pixels).to(device), data.labels[:n].to(device))
+    normalization = normalization or dataset_info(dataset).normalization
+    return normalization.normalize(pixels).to(device), data.labels[:n].to(device)
 
 
 def fingerprint(*splits: tuple[torch.Tensor, torch.Tensor]) -> str:
@@ -340,31 +354,47 @@ def fingerprint(*splits: tuple[torch.Tensor, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+def snapshot_path(folder: str | Path, round_index: int) -> Path:
+    """Where a run keeps its global model after ``round_index`` (for the attacks on trained models)."""
+    return Path(folder) / f"global_round{round_index}.pt"
+
+
 def run_experiment(experiment: FedAvgExperiment, output: str | Path | None = None, device: str = "cpu",
-                   data_root: str | None = None, progress: bool = True, record_divergence: bool = False) -> dict:
+                   data_root: str | None = None, progress: bool = True, record_divergence: bool = False,
+                   snapshots: tuple[int, ...] = ()) -> dict:
     """Train and evaluate ``experiment``; returns its result (identity, where it ran, final
     accuracy, seconds and the per-round history). With ``output``, the folder receives
     ``metrics.json`` and ``accuracy.png``, and ``checkpoint.pt`` after every round, from which an
     interrupted run resumes. A run that diverges raises :class:`FedAvgDiverged`; with
     ``record_divergence`` (a sweep, where a diverged run is a result) it stops there instead,
-    and its result holds ``diverged_round`` and the accuracy of the last finite global model."""
+    and its result holds ``diverged_round`` and the accuracy of the last finite global model.
+    ``snapshots``: rounds after which the global model is kept in ``output``
+    (:func:`snapshot_path`; round 0 is the initial model)."""
     device = resolve_device(device)
-    info = dataset_info(experiment.dataset)
     budget = get_scale(experiment.scale).fedavg
-    train = load_split(experiment.dataset, data_root, True, budget.train_examples, device)
-    test = load_split(experiment.dataset, data_root, False, budget.test_examples, device)
+    normalization = experiment.normalization()
+    train = load_split(experiment.dataset, data_root, True, budget.train_examples, device, normalization)
+    test = load_split(experiment.dataset, data_root, False, budget.test_examples, device, normalization)
     seed_everything(experiment.training.seed)
-    model = get_model(experiment.model, info.shape, info.num_classes,
-                      **TRAINING_OPTIONS.get(experiment.model, {})).to(device)
+    defense = experiment.build_defense()
+    model = defense.on_model(experiment.build_model()).to(device)
     out = Path(output) if output is not None else None  # created by its first file: a failed run leaves no empty one
     run_tag = {**{k: v for k, v in experiment.identity().items() if k not in asdict(experiment.training)},
                "data": fingerprint(train, test)}
     privacy = privacy_budget(experiment, train[1])  # before training: a missing extra fails at once
     start, diverged = time.perf_counter(), None
+
+    def keep(record: dict) -> None:
+        if out is not None and record["round"] in snapshots:
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            write_atomic(snapshot_path(out, record["round"]), checkpoint_writer(state))
+
+    if out is not None and 0 in snapshots and not (out / "checkpoint.pt").exists():
+        keep({"round": 0})  # the initial model, before any round (a resumed run kept it already)
     try:
-        history = run_fedavg(model, train, test, experiment.training, experiment.build_defense(),
+        history = run_fedavg(model, train, test, experiment.training, defense,
                              checkpoint=out / "checkpoint.pt" if out else None, progress=progress,
-                             run_tag=run_tag, normalization=info.normalization)
+                             run_tag=run_tag, normalization=normalization, on_round=keep)
     except FedAvgDiverged as exc:
         if not record_divergence:
             raise
@@ -374,7 +404,7 @@ def run_experiment(experiment: FedAvgExperiment, output: str | Path | None = Non
               "diverged_round": diverged, "privacy": privacy, "seconds": round(time.perf_counter() - start, 2),
               "history": history}
     if out is not None:
-        write_together({out / "accuracy.png": lambda tmp: plot_accuracy({experiment.defense: history}, tmp),
+        write_together({out / "accuracy.png": lambda tmp: plot_accuracy({experiment.setting().defense: history}, tmp),
                         out / "metrics.json": json_writer(result)})
     return result
 

@@ -9,7 +9,7 @@ last layer. They all find that layer, capture r and index the update through thi
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -44,14 +44,6 @@ def num_classes(model: nn.Module) -> int:
 def parameter_index(model: nn.Module, parameter: torch.Tensor) -> int:
     """Position of ``parameter`` in ``model.parameters()``, hence of its gradient in an update."""
     return [p is parameter for p in model.parameters()].index(True)
-
-
-def named_gradients(model: nn.Module, gradients: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Pair each gradient with its parameter's name (same order as ``model.parameters()``)."""
-    names = [name for name, _ in model.named_parameters()]
-    if len(names) != len(gradients):
-        raise ValueError(f"{len(gradients)} gradients for a model with {len(names)} parameters")
-    return dict(zip(names, gradients))
 
 
 class _Captured(Exception):

@@ -97,6 +97,14 @@ def match_batch(reconstruction: torch.Tensor, truth: torch.Tensor) -> list[int]:
     return [int(c) for _, c in sorted(zip(rows, cols))]
 
 
+def trivial_mse(truth_pixels: torch.Tensor, normalization: Normalization) -> float:
+    """The MSE, in [0, 1] pixels, of the trivial guess: an image of the dataset's mean colour (the
+    normalisation's per-channel mean), which needs neither the gradient nor the private image. An
+    attack that does no better has learnt nothing (chapter 5 caps its measures here)."""
+    mean = torch.tensor(normalization.mean, dtype=torch.float64).view(-1, 1, 1)
+    return mse(mean.expand_as(truth_pixels.detach().cpu().double()), truth_pixels)
+
+
 def image_metrics(reconstruction: torch.Tensor, truth: torch.Tensor, normalization: Normalization) -> dict:
     """All image metrics for model-space tensors ``reconstruction`` and ``truth`` (B, C, H, W), or
     one image (C, H, W). An empty batch, shapes that differ, or channels that ``normalization``

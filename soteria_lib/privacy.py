@@ -8,13 +8,15 @@ server included), under add-or-remove-one-example adjacency. It says nothing abo
 data as a whole, and nothing at all about the other noise baselines (:mod:`.defenses.noise`),
 which clip nothing per example and so have no finite epsilon.
 
-Accounting: a client with n examples takes E * ceil(n / B) steps per round it joins, each on a
-batch that holds a given example with rate q = B / n. The server chooses who joins, so the
-sampling of clients amplifies nothing: we charge every client for every round (the worst case).
-Our batches are a shuffled partition of the client's data, not the Poisson sampling the
-accountant assumes; reporting the Poisson figure for shuffled batches is common practice and is
-stated wherever a number is printed. Opacus is an optional extra: ``pip install
-"soteria-lib[privacy]"``.
+Accounting, as the mechanism really runs (:func:`shuffled_ledger`): a client's batches are a
+shuffled partition of its examples, so in each local epoch every example is in exactly one
+batch, whose clipped sum it moves by at most ``C``: one Gaussian mechanism of multiplier ``z``
+per epoch, with no amplification by subsampling (the accountant's Poisson assumption does not
+hold for shuffled batches, so we do not use it). The ledger charges a client only for the rounds
+it took part in (the server's sampling of clients is the run's seed, known to the client), and
+the federation reports its worst client. :func:`dp_sgd_epsilon` and :func:`fedavg_budget` give
+the Poisson figure for comparison (what much of the literature reports for shuffled batches).
+Opacus is an optional extra: ``pip install "soteria-lib[privacy]"``.
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ class ClientBudget:
     sample_rate: float
     steps: int
     examples: int  # of that client
+    accounting: str = "poisson, every round"
 
 
 def fedavg_budget(client_examples: list[int], rounds: int, local_epochs: int, batch_size: int,
@@ -75,3 +78,26 @@ def fedavg_budget(client_examples: list[int], rounds: int, local_epochs: int, ba
         budgets.append(ClientBudget(dp_sgd_epsilon(noise_multiplier, rate, steps, delta), delta, noise_multiplier,
                                     rate, steps, examples))
     return max(budgets, key=lambda b: (b.epsilon, b.steps))
+
+
+SHUFFLED = "shuffled batches: one Gaussian mechanism per local epoch, rounds joined"
+
+
+def shuffled_ledger(noise_multiplier: float, client_examples: list[int], rounds_joined: list[int],
+                    local_epochs: int, delta: float = DEFAULT_DELTA) -> ClientBudget:
+    """The worst client's (epsilon, delta) when each of its examples is in one shuffled batch per
+    local epoch: ``rounds joined x local epochs`` Gaussian mechanisms of multiplier z, composed
+    without subsampling."""
+    budgets = []
+    for examples, joined in zip(client_examples, rounds_joined):
+        uses = joined * local_epochs
+        budgets.append(ClientBudget(dp_sgd_epsilon(noise_multiplier, 1.0, uses, delta), delta, noise_multiplier,
+                                    1.0, uses, examples, SHUFFLED))
+    return max(budgets, key=lambda b: (b.epsilon, b.steps))
+
+
+def fedavg_ledger(defense, client_examples: list[int], rounds_joined: list[int], training,
+                  delta: float = DEFAULT_DELTA) -> ClientBudget:
+    """The accountant DP-SGD registers (:mod:`soteria_lib.defenses.dpsgd`): :func:`shuffled_ledger`
+    of a FedAvg schedule ``training`` at the defense's noise multiplier."""
+    return shuffled_ledger(defense.noise_multiplier, client_examples, rounds_joined, training.local_epochs, delta)

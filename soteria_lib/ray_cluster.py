@@ -1,6 +1,7 @@
 """Reaching Ray, an optional extra (``pip install "soteria-lib[ray]"``): the sweep's Ray backend
-(:mod:`soteria_lib.sweep.cluster`, chapter 5) and the Flower federation (:mod:`soteria_lib.flower`,
-chapter 9) run on a Ray started here or on the cluster whose head is at ``HOST:PORT``.
+(:mod:`soteria_lib.sweep.cluster`, chapter 5) runs on a Ray started here or on the cluster whose
+head is at ``HOST:PORT``. (Flower's simulation starts a Ray of its own: :mod:`soteria_lib.flower_run`.)
+Ray's usage statistics are off in every process the library starts (:mod:`soteria_lib.telemetry`).
 
 An address is parsed here, not by Ray: ``HOST:PORT`` (``[ADDRESS]:PORT`` for IPv6) with a port in
 1..65535; anything else, the empty string included, is a one-line ``ValueError`` (Ray would start a
@@ -53,7 +54,7 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
         raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc}); start a head there with "
-                              f"`ray start --head --port={port}`") from None
+                              f"`ray start --head --port={port} --disable-usage-stats`") from None
 
 
 @contextmanager

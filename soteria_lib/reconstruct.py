@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._cli import (Parser, check_writable_folder, command, count, exit_with, fail, finite_float, interrupted_code,
-                   non_negative_float, positive_float, quiet_start, seed_int)
+from ._cli import (Parser, add_defense_arguments, check_writable_folder, command, count, defense_settings, exit_with,
+                   fail, interrupted_code, non_negative_float, parse_command_line, quiet_start, seed_int)
 
 PROG = "soteria-reconstruct"
 if __name__ == "__main__":
@@ -25,10 +25,9 @@ if __name__ == "__main__":
 from .attacks import ATTACKS  # noqa: E402 (after the signal handlers)
 from .attacks.battery import ATTACKERS, attacker_info
 from .data import DATASETS, DatasetNotFoundError
-from .defenses import defense_names
 from .files import json_writer, write_together
 from .models import MODELS
-from .pipeline import Setup, run_reconstruction, validate
+from .pipeline import Setup, run_reconstruction
 from .plotting import save_comparison
 from .scales import SCALES
 
@@ -45,13 +44,7 @@ def build_parser() -> Parser:
                    help="default: the attack's published model (gs: convnet, dlg: lenet)")
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
     p.add_argument("--target_id", type=int, default=-1, help="image index; -1 = the embedded photograph")
-    p.add_argument("--defense", default="none", choices=defense_names())
-    p.add_argument("--pruning_rate", type=finite_float, default=0.0, help="percentage in [0, 100)")
-    p.add_argument("--epsilon", type=non_negative_float, default=None,
-                   help="Soteria's score guard (default by model)")
-    p.add_argument("--noise", type=non_negative_float, default=0.0, help="dp-gaussian: sigma; dp-laplace: scale b")
-    p.add_argument("--clip", type=positive_float, default=None,
-                   help="dp-*: clip the update's global L2 norm to this before adding noise")
+    add_defense_arguments(p)
     p.add_argument("--scale", default="teaching", choices=list(SCALES))
     p.add_argument("--max_iterations", type=count("max_iterations"), default=None,
                    help="overrides the scale's iteration count")
@@ -84,25 +77,20 @@ def setup_from(args) -> Setup:
     if args.dryrun:
         options["max_iterations"] = 1
     return Setup(attack=args.attack, dataset=args.dataset, target_id=args.target_id, defense=args.defense,
-                 pruning_rate=args.pruning_rate, epsilon=args.epsilon, noise=args.noise, clip=args.clip,
-                 seed=args.seed, scale=args.scale, attack_options=options, model=args.model, device=args.device,
-                 data_root=args.data_root)
+                 defense_settings=defense_settings(args), seed=args.seed, scale=args.scale, attack_options=options,
+                 model=args.model, device=args.device, data_root=args.data_root)
 
 
 @command(PROG)
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup = setup_from(args)
+    args = parse_command_line(PROG, build_parser, argv)
     out = Path(args.output)
     images = Path(args.image_path) if args.image_path else out
-    try:
-        validate(setup)
+    try:  # the folders first: run_reconstruction checks every name and number before any work
+        setup = setup_from(args)
         check_writable_folder(out)
         if args.save_image:
             check_writable_folder(images, "image folder")
-    except (ValueError, DatasetNotFoundError) as exc:
-        return fail(PROG, str(exc))
-    try:
         result = run_reconstruction(setup, progress=not args.no_progress)
         write_results(result, args, out, images)
     except (ValueError, DatasetNotFoundError) as exc:
@@ -127,7 +115,7 @@ def write_results(result, args, out: Path, images: Path) -> None:
         truth = normalization.normalize(result.target.image)
         writers[images / "reconstruction.png"] = lambda tmp: save_comparison(
             tmp, truth, result.reconstruction.inputs[0], normalization,
-            ("ground truth", f"{args.attack}, {args.defense} {args.pruning_rate:g}%"))
+            ("ground truth", f"{args.attack}, {result.setup.setting().label()}"))
     writers[out / "metrics.json"] = json_writer(result.metrics)
     write_together(writers)
 

@@ -1,5 +1,5 @@
 """The budgets every experiment runs at, in one table that the command lines, the sweep and the
-notebooks (every chapter states its scale) all read.
+notebooks (every chapter states its scale) all read; the introduction prints it (its "Scales" table).
 
 * ``teaching``: what the notebooks and CI run on 2 CPU cores, in seconds per attack. Attacks
   stop far short of the published budgets; every chapter says which numbers this changes.

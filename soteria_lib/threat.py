@@ -9,9 +9,8 @@ Taught on the book's threat-model page and in chapter 1.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -20,7 +19,6 @@ from .data import Normalization
 from .introspection import num_classes
 
 Gradients = tuple[torch.Tensor, ...]
-Defense = Callable[[nn.Module, torch.Tensor, torch.Tensor, Gradients], Gradients]
 
 
 @dataclass(frozen=True)
@@ -57,6 +55,7 @@ class UpdateMetadata:
     num_classes: int
     normalization: Normalization
     defense: str = "none"
+    defense_settings: dict = field(default_factory=dict)  # public (Kerckhoffs): the attacker knows them
     extra: dict = field(default_factory=dict)
 
 
@@ -90,10 +89,11 @@ def loss_gradients(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     return tuple(torch.autograd.grad(loss, list(model.parameters()), create_graph=create_graph))
 
 
-def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normalization,
-                 defense: Defense | None = None, defense_name: str = "none",
+def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normalization, defense=None,
                  disclose_labels: bool = False) -> SharedUpdate:
-    """The client's side of one FL step: compute the gradient, apply the defense, detach.
+    """The client's side of one FL step: the defense's data hook, the gradient, the defense's update
+    hook, detach. ``defense`` is a registered defense (:mod:`soteria_lib.defenses`) or None; its
+    name and settings are declared in the metadata, as an attacker who knows the defense has them.
 
     ``disclose_labels`` models a server that knows the labels (GS's threat model, as published):
     they are declared in ``metadata.extra["labels"]``; the images never are.
@@ -102,17 +102,46 @@ def share_update(model: nn.Module, batch: PrivateBatch, normalization: Normaliza
     if int(batch.labels.max()) >= classes:
         raise ValueError(f"label {int(batch.labels.max())} is out of range for a model with {classes} classes "
                          f"(labels are in [0, {classes - 1}])")
-    gradients = loss_gradients(model, batch.inputs, batch.labels)
+    inputs, labels = (batch.inputs, batch.labels) if defense is None else defense.on_data(batch.inputs, batch.labels)
+    gradients = loss_gradients(model, inputs, labels)
     if not all(bool(torch.isfinite(g).all()) for g in gradients):
         raise FloatingPointError("the training loss has a NaN or infinite gradient: the model has diverged")
+    setting = None
     if defense is not None:
-        gradients = defense(model, batch.inputs, batch.labels, gradients)
+        gradients = defense.on_update(model, inputs, labels, gradients)
+        setting = defense.setting()
+    name = "none" if defense is None else setting.defense if setting else type(defense).__name__
     metadata = UpdateMetadata(
         batch_size=batch.inputs.shape[0],
         input_shape=tuple(batch.inputs.shape[1:]),
         num_classes=classes,
         normalization=normalization,
-        defense=defense_name,
+        defense=name,
+        defense_settings=setting.settings() if setting else {},
         extra={"labels": batch.labels.detach().clone()} if disclose_labels else {},
     )
     return SharedUpdate(tuple(g.detach().clone() for g in gradients), metadata)
+
+
+def share_local_update(model: nn.Module, batch: PrivateBatch, normalization: Normalization, defense=None,
+                       steps: int = 1, lr: float = 0.1, disclose_labels: bool = False) -> SharedUpdate:
+    """A FedAvg client's round: ``steps`` SGD steps on its batch, each through :func:`share_update`
+    (the defense on every step), then what the server reads off the returned weights,
+
+        g_hat = (w - w_steps) / (lr * steps),
+
+    the mean of the defended gradients along the way (chapter 6's curious server). One step
+    shares the defended gradient itself. ``model`` keeps its weights."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if steps == 1:
+        return share_update(model, batch, normalization, defense, disclose_labels)
+    local = copy.deepcopy(model)
+    params = list(local.parameters())
+    for _ in range(steps):
+        update = share_update(local, batch, normalization, defense, disclose_labels)
+        with torch.no_grad():
+            for p, g in zip(params, update.gradients):
+                p.sub_(lr * g)
+    gradients = tuple(((w.detach() - p.detach()) / (lr * steps)).clone() for w, p in zip(model.parameters(), params))
+    return SharedUpdate(gradients, update.metadata)

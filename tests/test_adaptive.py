@@ -19,7 +19,7 @@ def test_the_mask_is_visible_and_the_true_image_matches_only_when_it_is_applied(
     model = get_model("lenet", (1, 28, 28))
     batch = PrivateBatch(torch.rand(1, 1, 28, 28), torch.tensor([4]))
     defense = get_defense("soteria", pruning_rate=60)
-    update = share_update(model, batch, Normalization.identity(1), defense, "soteria")
+    update = share_update(model, batch, Normalization.identity(1), defense)
     masks = visible_masks(update)
     keep = defense.mask(model, batch.inputs)
     assert torch.equal(masks[-2], keep.expand_as(masks[-2]))  # the defended weight: pruned columns
@@ -33,7 +33,7 @@ def test_the_mask_is_visible_and_the_true_image_matches_only_when_it_is_applied(
 
 
 # A fixed image and seed (the MNIST image of tests/test_dlg.py), 20 L-BFGS steps, Soteria at 60 %.
-SETUP = dict(attack="dlg", dataset="mnist", target_id=0, seed=1, defense="soteria", pruning_rate=60)
+SETUP = dict(attack="dlg", dataset="mnist", target_id=0, seed=1, defense="soteria", defense_settings={"pruning_rate": 60})
 
 
 def test_adaptive_dlg_recovers_what_plain_dlg_loses_under_soteria(data_root):

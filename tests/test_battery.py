@@ -31,7 +31,7 @@ def test_every_attacker_recovers_an_undefended_image(data_root, attacker):
 def test_adaptive_attackers_undo_soteria_where_the_plain_one_fails(data_root):
     """DLG against Soteria at 60 %: the plain attacker diverges (MSE above 1); every attacker that
     knows what Soteria did reconstructs (MSE below 1e-3; measured: 4e-7)."""
-    mse = {a: _dlg("soteria", a, pruning_rate=60, data_root=str(data_root))["mse"] for a in ATTACKERS}
+    mse = {a: _dlg("soteria", a, defense_settings={"pruning_rate": 60}, data_root=str(data_root))["mse"] for a in ATTACKERS}
     assert mse["plain"] > 1.0, mse
     assert all(mse[a] < 1e-3 for a in ("mask-aware", "layer-dropping", "closed-form")), mse
 
@@ -46,7 +46,7 @@ GS_IMAGES = (1, 2)
 def _gs_psnr(attacker: str, data_root) -> float:
     values = []
     for image in GS_IMAGES:
-        setup = Setup(attack="gs", dataset="cifar10", target_id=image, seed=0, defense="soteria", pruning_rate=60,
+        setup = Setup(attack="gs", dataset="cifar10", target_id=image, seed=0, defense="soteria", defense_settings={"pruning_rate": 60},
                       data_root=str(data_root),
                       attack_options={"max_iterations": 200, **attacker_info(attacker).options})
         values.append(run_reconstruction(setup, progress=False).metrics["psnr"])
@@ -63,7 +63,7 @@ def _lenet_update(defense):
     torch.manual_seed(1)
     model = get_model("lenet", (1, 28, 28)).eval()
     batch = PrivateBatch(torch.rand(1, 1, 28, 28), torch.tensor([3]))
-    return model, batch, share_update(model, batch, Normalization.identity(1), defense, "soteria")
+    return model, batch, share_update(model, batch, Normalization.identity(1), defense)
 
 
 def test_the_prior_vanishes_at_the_private_image_and_reads_only_kept_features():

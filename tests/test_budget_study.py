@@ -62,7 +62,7 @@ def test_curves_carry_a_stopped_run_forward_and_count_reconstructions():
     (TINY.replace("seeds = [0, 1]", "seeds = [4294967296]"), "a seed is an integer"),
     (TINY.replace("every = 2", "every = 2\nimages = []"), "images must be a non-empty list"),
     (TINY + "restarts = 2\n", "unknown key(s) ['restarts']"),
-    (TINY.replace("every = 2", "every = 2\nattack_options = {restarts = 2}"), "has no option 'restarts'"),
+    (TINY.replace("every = 2", "every = 2\nattack_options = {tv = 0.1}"), "has no option 'tv'"),
     ("images = [0]\nseeds = [0]\n", "no [studies.NAME] table"),
 ])
 def test_bad_study_files_are_one_line(tmp_path, text, needle):

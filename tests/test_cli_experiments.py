@@ -41,10 +41,11 @@ def test_two_cell_grid_runs_end_to_end_then_resumes_without_running(tmp_path, mo
     grid, csv = _write(tmp_path / "two.toml", TWO_CELLS), tmp_path / "out" / "two.csv"
     assert experiments.main(["run", str(grid), "--output", str(csv), "--workers", "2", "--no_progress"]) == 0
     rows = read_rows(csv)
-    assert sorted((r["defense"], r["pruning_rate"]) for r in rows) == [("none", 0.0), ("soteria", 40.0)]
+    assert sorted((r["defense"], r["defense_settings"]) for r in rows) == [("none", "{}"),
+                                                                           ("soteria", '{"pruning_rate":40.0}')]
     for row in rows:
         assert row["attack"] == "dlg" and row["dataset"] == "mnist" and row["iterations"] == 2
-        assert row["model_seed"] == row["dummy_seed"] == 0 and row["noise_seed"] is None
+        assert row["model_seed"] == row["dummy_seed"] == 0 and row["defense_seed"] is None
         assert row["device"] == "cpu" and row["commit"] and row["version"]
         assert row["diverged"] == (not math.isfinite(row["mse"]) or row["mse"] > 1)
     before = csv.read_bytes()
@@ -52,7 +53,7 @@ def test_two_cell_grid_runs_end_to_end_then_resumes_without_running(tmp_path, mo
     def must_not_run(*args):
         raise AssertionError("a finished run was run again")
 
-    monkeypatch.setitem(tasks.TASK_RUNNERS, ReconstructionSpec, must_not_run)
+    monkeypatch.setattr(ReconstructionSpec, "run", must_not_run)
     assert experiments.main(["run", str(grid), "--output", str(csv), "--no_progress"]) == 0
     assert csv.read_bytes() == before  # same rows, same timestamps
     sessions = json.loads(runner.sessions_path(csv).read_text())
@@ -87,7 +88,7 @@ BAD_GRIDS = [
     ('[attacks.dlgx]\ndatasets = ["mnist"]', "unknown attack 'dlgx'"),
     ('[attacks.dlg]\ndatasets = ["svhn"]', "unknown name 'svhn'"),
     ('[attacks.dlg]\ndatasets = ["mnist"]\nrestarts = 2', "unknown key 'restarts'"),
-    ('[attacks.dlg]\ndatasets = ["mnist"]\nattack_options = {restarts = 2}', "has no option 'restarts'"),
+    ('[attacks.dlg]\ndatasets = ["mnist"]\nattack_options = {tv = 0.1}', "has no option 'tv'"),
     ('[attacks.dlg]\ndatasets = ["mnist"]\nmax_iterations = -3', "max_iterations.mnist must be an integer >= 0"),
     ('[attacks.dlg]\ndatasets = ["mnist"]\nmax_iterations = {cifar10 = 3}', "no budget for dataset 'mnist'"),
     ('[attacks.dlg]\ndatasets = ["mnist"]\n[fedavg]\ndatasets = ["mnist"]\noutput = "unused"\n'

@@ -29,10 +29,10 @@ def test_main_example_runs_without_any_dataset(tmp_path):
                 "--max_iterations", "3", f"--output={out}", cwd=tmp_path, env_extra={"SOTERIA_DATA": str(empty)})
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("attack", "defense", "pruning_rate", "dataset", "target_id", "seed", "mse", "psnr", "ssim",
+    for key in ("attack", "defense", "defense_settings", "dataset", "target_id", "seed", "mse", "psnr", "ssim",
                 "label_correct", "iterations", "seconds", "device"):
         assert key in metrics, key
-    assert metrics["defense"] == "ours" and metrics["pruning_rate"] == 60 and metrics["iterations"] == 3
+    assert metrics["defense"] == "ours" and metrics["defense_settings"] == {"pruning_rate": 60.0} and metrics["iterations"] == 3
     png = (out / "reconstruction.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "reconstruction.png"]
@@ -53,7 +53,7 @@ def test_main_example_runs_without_any_dataset(tmp_path):
     (["--cost_fn=cos"], "unknown cost_fn 'cos'"),
     (["--optimizer=rmsprop"], "unknown optimizer 'rmsprop'"),
     (["--model=resnet"], "invalid choice"),
-    (["--attack=dlg", "--restarts=2"], "has no option 'restarts'"),
+    (["--attack=dlg", "--tv=0.1"], "has no option 'tv'"),
     (["--epsilon=nan", "--defense=ours", "--pruning_rate=10"], "--epsilon: must be a finite number"),
     (["--epsilon=inf", "--defense=ours", "--pruning_rate=10"], "--epsilon: must be a finite number"),
     (["--tv=inf"], "--tv: must be a finite number"),
@@ -149,7 +149,7 @@ def test_cli_flags_reach_the_run(tmp_path):
                            f"--output={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=WAIT)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["defense"], metrics["noise"], metrics["clip"]) == ("dp-laplace", 0.01, 5)
+    assert (metrics["defense"], metrics["defense_settings"]) == ("dp-laplace", {"scale": 0.01, "clip": 5.0})
     assert metrics["attack_config"]["adaptive"] and metrics["attack_config"]["max_iterations"] == 2
 
 

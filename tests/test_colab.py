@@ -8,6 +8,7 @@ results it carries, are the only copy of the library the notebooks can find.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -24,7 +25,8 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "soteria-colab"
-SOURCE_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "soteria_lib", "experiments", "results")
+SOURCE_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "LICENSE-TEXT", "soteria_lib",
+                "experiments", "results", "flower_apps", "book")
 
 
 def _tool():
@@ -88,6 +90,7 @@ def colab(tmp_path_factory):
         else:
             shutil.copy2(origin, source / name)
     shutil.copy2(ROOT / "results" / "convergence.png", source / "results" / "convergence.png")
+    shutil.copytree(ROOT / "results" / "figures", source / "results" / "figures", dirs_exist_ok=True)
     wheels = base / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--wheel-dir", str(wheels), str(source)], check=True, timeout=300)
@@ -106,6 +109,14 @@ def colab(tmp_path_factory):
         if "soteria" not in entry.name.lower():
             (packages / entry.name).symlink_to(entry)
     (purelib / "preinstalled.pth").write_text(f"{packages}\n")
+    # and their commands, as pip writes them where it installs a package (Flower's SuperLink starts
+    # its own by name): bin/flwr, bin/flower-superlink, ... running the fresh environment's Python
+    flower = [d for d in importlib.metadata.distributions() if d.metadata["Name"] == "flwr"]
+    for entry in (e for d in flower for e in d.entry_points if e.group == "console_scripts"):
+        script = env / "bin" / entry.name
+        script.write_text(f"#!{python}\nimport sys\nfrom {entry.module} import {entry.attr}\n"
+                          f"sys.exit({entry.attr}())\n")
+        script.chmod(0o755)
     probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('soteria_lib'))"],
                            cwd=base, capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "None", "the fresh environment must not see this checkout's soteria_lib"
@@ -126,7 +137,9 @@ def test_the_notebook_runs_alone_in_an_empty_folder_with_only_the_wheel(path, co
     book = nbformat.read(path, as_version=4)
     book.cells.append(nbformat.v4.new_code_cell(
         "import soteria_lib, soteria_lib.book_files as files\n"
-        "print('library:', soteria_lib.__file__)\nprint('book files:', files.book_root())"))
+        "from soteria_lib.chapter_times import load_timings\n"
+        "print('library:', soteria_lib.__file__)\nprint('book files:', files.book_root())\n"
+        "print('measured chapters:', len(load_timings()['chapters']))"))
     nbformat.write(book, folder / path.name)
     for name in ("PYTHONPATH", "SOTERIA_BOOK_ROOT", "SOTERIA_SCALE"):
         monkeypatch.delenv(name, raising=False)
@@ -143,4 +156,5 @@ def test_the_notebook_runs_alone_in_an_empty_folder_with_only_the_wheel(path, co
     installed = colab["purelib"] / "soteria_lib"
     assert f"library: {installed / '__init__.py'}" in printed
     assert f"book files: {installed / 'book_data'}" in printed
+    assert f"measured chapters: {len(NOTEBOOKS)}" in printed  # the wheel carries book/timings.json
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".ipynb") == [path.name]

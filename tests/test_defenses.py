@@ -210,7 +210,7 @@ def test_defenses_leave_their_inputs_untouched(name, params):
 def test_shared_update_carries_the_defended_gradient_and_no_data():
     model, inputs, labels, grads = _setup()
     update = share_update(model, PrivateBatch(inputs, labels), Normalization.identity(3),
-                          get_defense("soteria", pruning_rate=50), "soteria")
+                          get_defense("soteria", pruning_rate=50))
     assert update.metadata.batch_size == 1 and update.metadata.input_shape == (3, 32, 32)
     assert int((update.gradients[-2].abs().sum(0) == 0).sum()) == 384
     assert not any(v is inputs or v is labels for v in vars(update).values())

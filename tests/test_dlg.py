@@ -33,7 +33,7 @@ def test_undefended_dlg_recovers_an_mnist_image(data_root):
 
 
 def test_soteria_at_80_percent_raises_the_error_tenfold(data_root, undefended_cifar):
-    defended = _run(data_root, defense="soteria", pruning_rate=80, **CIFAR).metrics
+    defended = _run(data_root, defense="soteria", defense_settings={"pruning_rate": 80}, **CIFAR).metrics
     assert defended["mse"] >= 10 * undefended_cifar.metrics["mse"]
 
 

@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 
+from soteria_lib.defenses import Defense
 from soteria_lib.federated import FedAvgConfig, run_fedavg, split_dirichlet, split_iid
 from soteria_lib.models import get_model
 from soteria_lib.threat import loss_gradients
@@ -94,13 +95,14 @@ def test_every_local_step_applies_the_update_the_client_shares():
     x, y = _data(20)
     seen = []
 
-    def share_nothing(model, inputs, labels, gradients):
-        seen.append(len(inputs))
-        return tuple(torch.zeros_like(g) for g in gradients)
+    class ShareNothing(Defense):  # not registered: an experiment of the test's own
+        def on_update(self, model, inputs, labels, gradients):
+            seen.append(len(inputs))
+            return tuple(torch.zeros_like(g) for g in gradients)
 
     model = _model()
     before = [p.detach().clone() for p in model.parameters()]
-    run_fedavg(model, (x, y), (x, y), FedAvgConfig(clients=2, fraction=1.0, rounds=1, batch_size=5), share_nothing,
+    run_fedavg(model, (x, y), (x, y), FedAvgConfig(clients=2, fraction=1.0, rounds=1, batch_size=5), ShareNothing(),
                progress=False)
     assert seen == [5, 5, 5, 5]  # two clients of 10 examples, batches of 5
     for a, b in zip(model.parameters(), before):
@@ -113,7 +115,7 @@ def test_a_diverged_training_is_recorded_when_asked_and_raised_otherwise(tmp_pat
     from soteria_lib.federated import FedAvgDiverged, FedAvgExperiment, run_experiment
 
     experiment = FedAvgExperiment.with_options({"rounds": 2, "clients": 2, "fraction": 1.0, "lr": 1.0},
-                                               dataset="mnist", defense="dp-laplace", noise=10.0)
+                                               dataset="mnist", defense="dp-laplace", defense_settings={"scale": 10.0})
     with pytest.raises(FedAvgDiverged, match="diverged in round 1"):
         run_experiment(experiment, None, "cpu", str(data_root), progress=False)
     result = run_experiment(experiment, tmp_path / "cell", "cpu", str(data_root), progress=False,

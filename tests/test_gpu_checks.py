@@ -19,7 +19,7 @@ def test_the_gpu_checks_run_in_smoke_mode(tmp_path):
         assert section in out
     assert out.count("-- ") >= 3 and "speed-up" in out and "ratio" in out
     metrics = json.loads((tmp_path / "original" / "metrics.json").read_text())
-    assert metrics["defense"] == "ours" and metrics["pruning_rate"] == 60 and metrics["iterations"] == 3
+    assert metrics["defense"] == "ours" and metrics["defense_settings"] == {"pruning_rate": 60.0} and metrics["iterations"] == 3
     assert (tmp_path / "original" / "reconstruction.png").is_file()
 
 

@@ -160,7 +160,7 @@ def test_undefended_gs_gains_6_db_over_its_random_start(undefended):
 
 
 def test_soteria_at_60_percent_raises_the_error(data_root, undefended):
-    defended = run_reconstruction(Setup(data_root=str(data_root), defense="soteria", pruning_rate=60, **TEACHING),
+    defended = run_reconstruction(Setup(data_root=str(data_root), defense="soteria", defense_settings={"pruning_rate": 60}, **TEACHING),
                                   progress=False).metrics
     assert defended["mse"] > undefended.metrics["mse"]
     assert defended["mse_normalized"] > undefended.metrics["mse_normalized"]

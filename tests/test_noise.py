@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from soteria_lib.defenses import get_defense
+from soteria_lib.defenses import from_flags, get_defense
 from soteria_lib.defenses.noise import clip_global_norm
 from soteria_lib.pipeline import Setup, validate
 
@@ -61,11 +61,13 @@ def test_bad_noise_parameters(name, params, message):
         get_defense(name, **params)
 
 
-def test_setup_maps_noise_and_clip_and_seeds_from_the_run():
-    params = Setup(defense="dp-laplace", noise=0.1, clip=2.0, seed=5).defense_params()
-    assert params == {"scale": 0.1, "clip": 2.0, "seed": 6}
-    assert Setup(defense="dp-gaussian", noise=0.3).defense_params()["sigma"] == 0.3
+def test_setup_builds_its_defense_seeded_from_the_run():
+    defense = Setup(defense="dp-laplace", defense_settings={"scale": 0.1, "clip": 2.0}, seed=5).setting().build(5)
+    assert (defense.scale, defense.clip, defense.seed) == (0.1, 2.0, 6)
+    assert from_flags("dp-gaussian", noise=0.3) == {"sigma": 0.3}
     with pytest.raises(ValueError, match="noise does not apply"):
-        Setup(defense="soteria", pruning_rate=10, noise=0.1).defense_params()
+        from_flags("soteria", pruning_rate=10, noise=0.1)
     with pytest.raises(ValueError, match="sigma"):
-        validate(Setup(defense="dp-gaussian", noise=-1.0))
+        validate(Setup(defense="dp-gaussian", defense_settings={"sigma": -1.0}))
+    with pytest.raises(ValueError, match="seed"):
+        get_defense("dp-gaussian", sigma=0.1, seed=1.7)  # never silently truncated

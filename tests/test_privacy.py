@@ -107,15 +107,30 @@ def test_fedavg_trains_with_dp_sgd_and_records_the_worst_clients_budget():
     config = FedAvgConfig(clients=3, fraction=1.0, rounds=2, batch_size=4, seed=0)
     inputs, labels = torch.rand(30, 1, 28, 28), torch.arange(30) % 10
     model = get_model("lenet", (1, 28, 28), activation="relu", init="default")
-    experiment = FedAvgExperiment(defense="dp-sgd", noise=1.0, clip=1.0, training=config)
+    experiment = FedAvgExperiment(defense="dp-sgd", defense_settings={"noise_multiplier": 1.0, "clip": 1.0}, training=config)
     history = run_fedavg(model, (inputs, labels), (inputs, labels), config, experiment.build_defense(),
                          progress=False)
     assert len(history) == 3 and all(math.isfinite(h["loss"]) for h in history)
     budget = privacy_budget(experiment, labels)
-    # three IID clients of 10 examples: 2 rounds x ceil(10 / 4) = 6 steps at rate 0.4
-    assert (budget["steps"], budget["sample_rate"], budget["examples"]) == (6, 0.4, 10)
-    assert budget["epsilon"] == pytest.approx(privacy.dp_sgd_epsilon(1.0, 0.4, 6))
-    assert privacy_budget(FedAvgExperiment(defense="dp-gaussian", noise=0.1, training=config), labels) is None
+    # three IID clients of 10 examples, every client in both rounds (fraction 1): each example is in
+    # one shuffled batch per epoch, so 2 Gaussian mechanisms, no amplification by subsampling
+    assert (budget["steps"], budget["sample_rate"], budget["examples"]) == (2, 1.0, 10)
+    assert budget["epsilon"] == pytest.approx(privacy.dp_sgd_epsilon(1.0, 1.0, 2))
+
+
+def test_the_ledger_charges_only_the_rounds_a_client_joined():
+    from soteria_lib.federated import FedAvgConfig, FedAvgExperiment, client_parts, privacy_budget, round_plan
+
+    config = FedAvgConfig(clients=10, fraction=0.3, rounds=4, batch_size=2, local_epochs=2, seed=3)
+    labels = torch.arange(100) % 10
+    budget = privacy_budget(FedAvgExperiment(defense="dp-sgd", defense_settings={"noise_multiplier": 1.0},
+                                             training=config), labels)
+    sizes = [len(p) for p in client_parts(labels, config)]
+    joined = [sum(k in dict(round_plan(config, t, sizes)) for t in range(1, 5)) for k in range(10)]
+    assert max(joined) < 4  # three clients a round: nobody joins all four rounds here
+    assert budget["steps"] == 2 * max(joined)
+    assert budget["epsilon"] == pytest.approx(privacy.dp_sgd_epsilon(1.0, 1.0, 2 * max(joined)))
+    assert privacy_budget(FedAvgExperiment(defense="dp-gaussian", defense_settings={"sigma": 0.1}, training=config), labels) is None
 
 
 def test_the_summary_shows_epsilon_beside_each_noise_setting(tmp_path):

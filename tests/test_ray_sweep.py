@@ -49,7 +49,7 @@ def _run(grid: Path, csv: Path, *extra: str) -> int:
 
 
 def _by_key(rows):
-    return {(r["defense"], r["pruning_rate"], r["seed"]): tuple(r[m] for m in METRICS) for r in rows}
+    return {(r["defense"], r["defense_settings"], r["seed"]): tuple(r[m] for m in METRICS) for r in rows}
 
 
 def test_ray_writes_the_rows_of_the_local_runner_and_resumes(tmp_path, ray_head, monkeypatch):

@@ -12,7 +12,7 @@ browser is ever downloaded (``playwright install`` is not needed). Every page mu
 * no source shown as text: a Markdown table, a MyST role or directive, TeX outside MathJax;
 * no MathJax error (``mjx-merror``: an unknown macro or malformed TeX), no display equation
   cut off on the left, and none wider than the text column at 1280 px (long ones are broken
-  over lines; on a phone they scroll, with a visible scroll bar);
+  over lines; on a phone the few that still do not fit scroll, with a visible cue);
 * no JavaScript error (uncaught page errors and ``console.error``), apart from the entries of
   ``HARMLESS_CONSOLE_ERRORS``;
 * every output image a numbered figure with a caption and a described alt text;
@@ -22,12 +22,18 @@ browser is ever downloaded (``playwright install`` is not needed). Every page mu
 and pages with sliders (chapters 04 and 05 must have one) must react to the keyboard: focusing
 a frame slider's handle and pressing ArrowRight shows a different frame, ArrowLeft the first
 one again; every chapter's exercises have solutions that stay hidden until clicked open; and at
-390 px (a phone) no page is wider than the screen and no output image is drawn below
-``LEGIBLE_SCALE`` of its natural size (its text stays legible; it scrolls sideways instead). Full-page screenshots of every page at 1280
+390 px (a phone) no page is wider than the screen, no output image is drawn below
+``LEGIBLE_SCALE`` of its natural size (its text stays legible) nor wider than the text column (the
+figures are drawn narrow enough for both), no display equation is cut without a visible scroll cue,
+and chapter 5's verdict table fits its column. Full-page screenshots of every page at 1280
 and 390 px go to ``_build/screenshots/``.
 
+Every test runs on both editions of the book: ``_build/html`` and the student edition
+``_build/student/html`` (``bash tools/book.sh --student``, tools/student_edition.py), where no
+solution may be present and every exercise of the book must be.
+
 Without a built site or without Chromium these tests skip, saying why; with
-``SOTERIA_SITE_REQUIRED=1`` (set by ``.ci/run``) they fail instead.
+``SOTERIA_SITE_REQUIRED=1`` (set by ``.ci/run``, which builds both editions) they fail instead.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "_build" / "html"
+SITES = {"book": SITE, "student": REPO / "_build" / "student" / "html"}  # the two editions
 SCREENSHOTS = REPO / "_build" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 REQUIRED = "SOTERIA_SITE_REQUIRED"
@@ -53,6 +60,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # console.error messages that are not the site's fault, as (substring, reason). None so far.
 HARMLESS_CONSOLE_ERRORS: list[tuple[str, str]] = []
+# The page that states the verdict, and its table: it must be readable without scrolling sideways.
+VERDICT_PAGE = "notebooks/05_baselines_tradeoff"
+VERDICT_TABLE = "section:has(> #soteria-verdict) table"  # the table of the section the label opens
 # Pages (toc paths, by prefix) that must carry at least one frame slider.
 SLIDER_PAGES = ("notebooks/04_", "notebooks/05_")
 FRAME_SLIDER = ".soteria-frame-slider"  # soteria_lib.widgets.FRAME_SLIDER_CLASS
@@ -88,12 +98,19 @@ def _unavailable(reason: str):
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="module", params=sorted(SITES))
+def site(request) -> tuple[str, Path]:
+    """The name and folder of one built edition of the book."""
+    folder = SITES[request.param]
+    if not (folder / "index.html").is_file():
+        _unavailable(f"no built {request.param} site at {folder}: run `bash tools/book.sh --student` first")
+    return request.param, folder
+
+
 @pytest.fixture(scope="module")
-def site_url():
+def site_url(site):
     """The built site served on 127.0.0.1 at a free port, for the duration of the module."""
-    if not (SITE / "index.html").is_file():
-        _unavailable(f"no built site at {SITE}: run `bash tools/book.sh` first")
-    handler = functools.partial(_QuietHandler, directory=str(SITE))
+    handler = functools.partial(_QuietHandler, directory=str(site[1]))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -143,8 +160,10 @@ class PageLog:
 
 
 @pytest.mark.parametrize("page_path", toc_pages())
-def test_page(page_path, site_url, browser):
-    html = SITE / f"{page_path}.html"
+def test_page(page_path, site, site_url, browser):
+    edition, folder = site
+    html = folder / f"{page_path}.html"
+    shots = SCREENSHOTS / edition
     assert html.is_file(), f"{html} is missing: is the site older than _toc.yml? run bash tools/book.sh"
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -154,8 +173,8 @@ def test_page(page_path, site_url, browser):
         page.wait_for_load_state("networkidle")
         _wait_for_mathjax(page)
         _wait_for_widgets(page)
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # as loaded, before the sliders move
-        page.screenshot(path=str(SCREENSHOTS / f"{page_path.replace('/', '__')}.png"), full_page=True)
+        shots.mkdir(parents=True, exist_ok=True)  # as loaded, before the sliders move
+        page.screenshot(path=str(shots / f"{page_path.replace('/', '__')}.png"), full_page=True)
         log.check()
 
         assert page.title().strip(), "the page has no <title>"
@@ -181,17 +200,29 @@ def test_page(page_path, site_url, browser):
             assert frame_sliders.count() > 0, f"{page_path} should have a pruning-rate frame slider"
         for i in range(frame_sliders.count()):
             _check_arrow_keys(page, frame_sliders.nth(i))
-        _check_solutions(page, page_path)
+        if edition == "student":
+            _check_no_solutions(page, page_path)
+        else:
+            _check_solutions(page, page_path)
         page.wait_for_load_state("networkidle")
         log.check()
 
         page.set_viewport_size({"width": 390, "height": 844})  # a phone
         page.wait_for_timeout(300)
-        page.screenshot(path=str(SCREENSHOTS / f"{page_path.replace('/', '__')}__390.png"), full_page=True)
+        page.screenshot(path=str(shots / f"{page_path.replace('/', '__')}__390.png"), full_page=True)
         small = page.evaluate(_SHRUNKEN_IMAGES, LEGIBLE_SCALE)
         assert not small, f"output images drawn below {LEGIBLE_SCALE:.0%} of their size at 390 px: {small}"
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 391, f"at 390 px the page is {width} px wide: something does not wrap or scroll"
+        hidden = page.evaluate(_CUT_WITHOUT_CUE)
+        assert not hidden, f"display equations cut at 390 px with no visible scroll cue: {hidden}"
+        wide = page.evaluate(_WIDE_FIGURES)
+        assert not wide, f"figures wider than the text column at 390 px (their key panel may be off-screen): {wide}"
+        if page_path == VERDICT_PAGE:
+            verdict = page.locator(VERDICT_TABLE)
+            assert verdict.count() == 1, f"{VERDICT_PAGE} should hold one verdict table ({VERDICT_TABLE})"
+            sideways = verdict.evaluate("t => t.scrollWidth - t.clientWidth")
+            assert sideways <= 1, f"at 390 px the verdict table is {sideways} px wider than its column"
     finally:
         context.close()
 
@@ -206,6 +237,18 @@ def _check_solutions(page, page_path: str) -> None:
         assert not content.is_visible(), "a solution is shown before the reader opens it"
         solutions.nth(i).locator(".admonition-title").click()
         content.wait_for(state="visible", timeout=5000)
+
+
+def _check_no_solutions(page, page_path: str) -> None:
+    """The student edition has every exercise of the book, and none of their solutions."""
+    assert page.locator(".solution").count() == 0, "a solution in the student edition"
+    assert "Solution to" not in page.locator("body").inner_text()
+    book_page = SITE / f"{page_path}.html"
+    exercises = book_page.read_text().count('class="exercise admonition"') if book_page.is_file() else None
+    if exercises is None:
+        assert not page_path.startswith("notebooks/") or page.locator(".exercise").count() >= 3
+    else:
+        assert page.locator(".exercise").count() == exercises, "the student edition lost an exercise"
 
 
 def _wait_for_widgets(page) -> None:
@@ -246,6 +289,22 @@ _SHRUNKEN_IMAGES = """(scale) => [...document.querySelectorAll('.cell_output img
     img.naturalWidth && img.offsetParent !== null
     && img.getBoundingClientRect().width < img.naturalWidth * scale - 1
 ).map(img => `${img.alt || img.src.slice(-40)}: ${Math.round(img.getBoundingClientRect().width)} of ${img.naturalWidth} px`)"""
+# Display equations that are cut (wider than their box) and show no scroll cue: book.css draws a
+# shadow on the side where more of the equation hides, with backgrounds on the scrolling box; a
+# phone's browser hides scroll bars until the reader touches them, so a bar alone is no cue.
+_CUT_WITHOUT_CUE = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(eq => {
+    if (eq.scrollWidth <= eq.clientWidth + 1) return false;
+    const style = getComputedStyle(eq);
+    return !/(auto|scroll)/.test(style.overflowX) || !style.backgroundImage.includes('radial-gradient');
+}).map(eq => eq.textContent.slice(0, 80))"""
+# Output images (figures and slider frames) that stick out of their box at this width, so that part
+# of them is out of view; tools/site_scripts.py puts every output image in a box of its own.
+_WIDE_FIGURES = """() => [...document.querySelectorAll('.cell_output img')].filter(img => img.offsetParent !== null)
+    .filter(img => {
+        const box = img.closest('.soteria-figure-box') || img.parentElement;
+        return box.scrollWidth > box.clientWidth + 1
+            || img.getBoundingClientRect().right > box.getBoundingClientRect().right + 1;
+    }).map(img => `${img.alt || img.src.slice(-40)}: ${Math.round(img.getBoundingClientRect().width)} px`)"""
 # Display equations wider than their box (they would need a scroll bar at this width).
 _OVERFLOWING_EQUATIONS = """() => [...document.querySelectorAll('mjx-container[display="true"]')].filter(
     eq => eq.scrollWidth > eq.clientWidth + 1).map(eq => eq.textContent.slice(0, 80))"""
@@ -315,12 +374,12 @@ def _links_and_ids(html: str) -> tuple[list[str], set[str]]:
 
 
 @pytest.mark.parametrize("page_path", toc_pages())
-def test_internal_links_resolve(page_path):
+def test_internal_links_resolve(page_path, site):
     """Every link from a page of the book to the book (a chapter, an equation, an exercise, a
-    citation) lands on an existing page and, when it names one, an existing anchor."""
-    page = SITE / f"{page_path}.html"
+    citation, the PDF, a lab) lands on an existing page or file and, when it names one, an existing anchor."""
+    page = site[1] / f"{page_path}.html"
     if not page.is_file():
-        _unavailable(f"no built site at {SITE}: run `bash tools/book.sh` first")
+        _unavailable(f"{page} is missing: is the site older than _toc.yml? run `bash tools/book.sh --student`")
     links, _ = _links_and_ids(page.read_text())
     broken = []
     for href in links:

@@ -8,6 +8,7 @@ import pytest
 from soteria_lib import experiments
 from soteria_lib.defenses import DefenseSetting
 from soteria_lib.sweep.grid import FedAvgSpec
+from soteria_lib.sweep.report import short_verdict
 from soteria_lib.sweep.results import COLUMNS, append_row, prepare
 from soteria_lib.sweep.statistics import (difference_interval, difference_upper, matches, mean_interval,
                                           median_interval, proportion_interval, ratio_interval)
@@ -71,15 +72,16 @@ def test_matching_rule():
     assert matches([0.9], [0.9]) and not matches([0.89], [0.9])
 
 
-def _row(**values) -> dict:
+def _row(pruning_rate: float = 0.0, **values) -> dict:
     row = {c: "" for c in COLUMNS}
     row.update(attack="dlg", dataset="mnist", scale="teaching", max_iterations=10, attacker="plain",
-               attack_options="{}", defense="none", pruning_rate=0.0, noise=0.0, target_id=0, seed=0,
-               model="lenet", model_options="{}", model_seed=0, dummy_seed=0, noise_seed=None, label=0,
+               attack_options="{}", defense="none", target_id=0, seed=0, model_state="init", local_steps=1,
+               model="lenet", model_options="{}", model_seed=0, dummy_seed=0, defense_seed=None, label=0,
                mse=1.0, mse_normalized=1.0, psnr=0.0, ssim=0.0, label_accuracy=1.0, matching_loss=0.0,
                iterations=10, diverged=False, seconds=1.0, cpu_seconds=1.0, attack_seconds=1.0, device="cpu",
                version="0", commit="x", finished_at="t")
     row.update(values)
+    row["defense_settings"] = DefenseSetting(row["defense"], pruning_rate).to_json()
     return row
 
 
@@ -135,6 +137,11 @@ def test_summary_verdict_on_a_hand_made_sweep(tmp_path):
     # the claim is judged at the highest Soteria rate that matched any baseline, and against no defense
     assert group.strongest_matched() == DefenseSetting("soteria", 40.0)
     assert group.undefended() == DefenseSetting("none", 0.0)
+    # chapter 5's short verdict: runs rebuilt with no defense, then against that setting by the plain
+    # attacker and by the worst case (run by run 0.1, 0.6, 0.05, 0.8: none at 20 dB)
+    header, _, row = short_verdict([group])
+    assert header.count("|") == 5 and "attacker that knows it" in header
+    assert row == "| DLG, MNIST (Soteria 40%) | 50 % (2/4) | 0 % (0/4) | 0 % (0/4) |"
 
     out = tmp_path / "report" / "summary.md"
     assert experiments.main(["summarize", str(csv), "--fedavg", str(fedavg), "--output", str(out)]) == 0

@@ -10,7 +10,8 @@ from soteria_lib.defenses import DefenseSetting
 from soteria_lib.sweep import runner, tasks
 from soteria_lib.sweep.grid import FedAvgSpec, GridError, load_grid
 from soteria_lib.quantiles import quantile
-from soteria_lib.sweep.results import read_rows, spec_from_row
+from soteria_lib.sweep.results import read_rows
+from soteria_lib.sweep.specs import ReconstructionSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "results" / "teaching.csv"
@@ -78,7 +79,7 @@ def test_fedavg_seeds_get_their_own_folders(tmp_path):
     ('attackers = {sneaky = true}', "unknown attacker 'sneaky'"),
     ('attackers = {layer-dropping = ["prune"]}', "unknown name 'prune'"),
     ('attackers = []', "the list is empty"),
-    ('attack_options = {adaptive = true}', "'adaptive' belongs to an attacker"),
+    ('attack_options = {box = "round"}', "unknown box 'round'"),
     ('attack = "xyz"', "unknown attack 'xyz'"),
     ('defenses = {magic = [1]}', "attacks.dlg.defenses: unknown defense 'magic'"),
     ('seeds = [-1]', "attacks.dlg.seeds"),
@@ -124,7 +125,7 @@ def _undefended_dlg_mnist() -> list[dict]:
 def test_a_row_repeats_bit_for_bit_on_the_machine_that_runs_it(data_root):
     row = min(_undefended_dlg_mnist(), key=lambda r: r["seconds"])
     torch.set_num_threads(1)  # as in the sweep's workers
-    first, second = (tasks.reconstruction_row(spec_from_row(row), "cpu", str(data_root), "test") for _ in range(2))
+    first, second = (ReconstructionSpec.from_row(row).row("cpu", str(data_root), "test") for _ in range(2))
     for key in ("mse", "mse_normalized", "psnr", "matching_loss", "iterations", "label"):
         assert first[key] == second[key], key
     assert first["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and first["torch_threads"] == 1
@@ -135,7 +136,7 @@ def test_a_committed_reconstruction_lands_in_its_regime_on_any_machine(data_root
     rows = [r for r in _undefended_dlg_mnist() if r["mse"] < RECONSTRUCTED / 10]
     row = min(rows, key=lambda r: r["seconds"])
     torch.set_num_threads(1)
-    fresh = tasks.reconstruction_row(spec_from_row(row), "cpu", str(data_root), "test")
+    fresh = ReconstructionSpec.from_row(row).row("cpu", str(data_root), "test")
     assert _regime(fresh["mse"]) == "reconstructed" and fresh["label"] == row["label"]
     assert 1 / RUN_FACTOR <= fresh["mse"] / row["mse"] <= RUN_FACTOR, (fresh["mse"], row["mse"])
 
@@ -145,7 +146,7 @@ def test_a_committed_cell_is_reproduced_within_its_tolerance(data_root):
     regime and the same median, within the tolerances above."""
     committed = _undefended_dlg_mnist()
     torch.set_num_threads(1)
-    fresh = [tasks.reconstruction_row(spec_from_row(r), "cpu", str(data_root), "test")["mse"] for r in committed]
+    fresh = [ReconstructionSpec.from_row(r).row("cpu", str(data_root), "test")["mse"] for r in committed]
     for regime in ("reconstructed", "diverged"):
         before = sum(_regime(r["mse"]) == regime for r in committed)
         after = sum(_regime(mse) == regime for mse in fresh)

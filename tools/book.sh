@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
 # Build the Jupyter Book into _build/html, executing every notebook.
 # Strict: any Sphinx warning or any failing notebook cell fails the build.
-# Extra arguments go to `jupyter-book build`.
+#
+#   bash tools/book.sh [--student] [jupyter-book build arguments]
+#
+# After the build: the graded labs' student notebooks (tools/labs.py) are copied into the
+# site's labs/, and the whole book is printed into the site's soteria-book.pdf by the local
+# Chromium (tools/book_pdf.py). With --student, the student edition follows (no solutions,
+# tools/student_edition.py) in _build/student/html, with its own labs/ and PDF; it also
+# refreshes student/ (the notebooks Colab and Binder open; commit them when they changed).
 #
 # The site loads no file from a CDN: the ipywidgets manager and MathJax come from the npm
 # packages pinned in package.json / package-lock.json, installed here with `npm ci` into
 # node_modules/ (ignored) and copied to _build/site-assets/, which _config.yml lists in
 # html_static_path (so they end up in _build/html/_static/).
 set -euo pipefail
+student=0
+if [[ "${1:-}" == "--student" ]]; then
+    student=1
+    shift
+fi
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"   # cds to the repo root
+if [[ ! -x /usr/bin/chromium ]]; then
+    echo "book.sh: /usr/bin/chromium is needed to print the PDF: apt-get install -y --no-install-recommends chromium" >&2
+    exit 1
+fi
 
 # --- front-end assets --------------------------------------------------------
 # npm ci wipes node_modules/, so it only runs when the lock file changed.
@@ -47,5 +63,19 @@ index="$REPO_ROOT/_build/html/index.html"
 if [[ ! -f "$index" ]]; then
     echo "book.sh: build finished but $index is missing" >&2
     exit 1
+fi
+
+# --- the labs' student notebooks and the PDF, in each edition ---------------------------
+.venv/bin/python tools/labs.py
+finish_site() {  # $1: a built site
+    mkdir -p "$1/labs"
+    cp _build/labs/*/student/*.ipynb "$1/labs/"
+    .venv/bin/python tools/book_pdf.py "$1"
+}
+finish_site _build/html
+if (( student )); then
+    .venv/bin/python tools/student_edition.py site
+    finish_site _build/student/html
+    echo "$REPO_ROOT/_build/student/html/index.html"
 fi
 echo "$index"

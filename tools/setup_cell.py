@@ -2,7 +2,8 @@
 
     .venv/bin/python tools/setup_cell.py          # after changing repository.url or branch
 
-The cell is each notebook's first code cell (right after the scale box). Outside a checkout
+The cell is each notebook's first code cell, right after the chapter's title, so that the cells
+after it (the scale and run-time box first) can import the library. Outside a checkout
 (Colab, Binder, a copied notebook) it installs soteria-lib, whose wheel carries the results the
 chapters read; where the library is installed it does nothing. The launch buttons and this cell
 thus name one repository; tests/test_colab.py checks that every notebook holds this exact cell.
@@ -44,7 +45,7 @@ if importlib.util.find_spec("soteria_lib") is None:
 EXTRAS = {"09_flower_federation": ("flower", "flwr")}
 
 EXTRA_TEMPLATE = '''
-# This chapter also needs the library's "{extra}" extra, at its pin in pyproject.toml.
+# This chapter also needs the library's "{extra}" extra, in the range pyproject.toml gives.
 EXTRA = {requirements!r}
 if importlib.util.find_spec("{module}") is None:
     print(f"installing {{' '.join(EXTRA)}} ...")
@@ -58,7 +59,7 @@ if importlib.util.find_spec("{module}") is None:
 
 def setup_source(config: Path = ROOT / "_config.yml", notebook: str | None = None) -> str:
     """The cell's code for the repository and branch of the book's configuration; for a chapter
-    in :data:`EXTRAS`, followed by the install of its extra's pinned requirements."""
+    in :data:`EXTRAS`, followed by the install of its extra's requirements."""
     repository = yaml.safe_load(config.read_text())["repository"]
     source = TEMPLATE.format(url=repository["url"].rstrip("/"), branch=repository.get("branch", "main"))
     if notebook in EXTRAS:
@@ -74,13 +75,12 @@ def _lines(text: str) -> list[str]:
 
 
 def write_cell(notebook: Path, source: str) -> bool:
-    """Put the set-up cell after the scale box of ``notebook``; True when the file changed."""
+    """Put the set-up cell right after the title cell of ``notebook``; True when the file changed."""
     before = notebook.read_text()
     book = json.loads(before)
     cells = [cell for cell in book["cells"] if TAG not in cell["metadata"].get("tags", [])]
-    scale_box = next(i for i, cell in enumerate(cells) if "".join(cell["source"]).startswith("```{admonition} Scale"))
     old = next((cell for cell in book["cells"] if TAG in cell["metadata"].get("tags", [])), None)
-    cells.insert(scale_box + 1, {
+    cells.insert(1, {
         "cell_type": "code", "execution_count": None, "id": old["id"] if old else uuid.uuid4().hex[:8],
         "metadata": {"tags": ["remove-cell", TAG]}, "outputs": [], "source": _lines(source)})
     book["cells"] = cells

@@ -1,4 +1,4 @@
-"""Sphinx extension (listed in _config.yml) that fixes four problems of the book's pages.
+"""Sphinx extension (listed in _config.yml) that fixes five problems of the book's pages.
 
 * Sphinx 7.4 registers an inline script that an extension adds after the builder started (as
   sphinx-thebe and sphinx-togglebutton do) twice, once with the file name ``None`` and once
@@ -12,6 +12,10 @@
   size (the figures are drawn at 100 dpi, where the smallest text, 8 pt, is 11 px: it stays
   near 9 px), in a
   box that scrolls sideways, as wide code does.
+* Where a display equation, a table or a figure's box is wider than the column (a phone), the
+  reader should see that it scrolls: :data:`SCROLL_CUES` marks such a box with the class
+  ``soteria-scrolls``, for which book.css draws a shadow on the side where more is hidden (a
+  phone's browser hides scroll bars until they are touched). Boxes that fit get no background.
 * ipywidgets 8 typesets widget labels with the MathJax 2 call
   ``MathJax.Hub.Queue(["Typeset", MathJax.Hub, element])``, an error under the MathJax 3 the
   book uses. :data:`MATHJAX_HUB_SHIM` forwards that call to MathJax 3's ``typesetPromise``.
@@ -85,6 +89,25 @@ document.addEventListener("load", (event) => {  // images that arrive later (wid
 """ % (LEGIBLE_SCALE, NARROW_SCREEN)
 
 
+SCROLL_CUES = """
+function soteriaScrollCues() {
+  const boxes = 'div.math mjx-container[display="true"], .bd-article table.table, div.cell_output .soteria-figure-box';
+  document.querySelectorAll(boxes).forEach((box) => {
+    box.classList.toggle("soteria-scrolls", box.scrollWidth > box.clientWidth + 1);
+  });
+}
+window.addEventListener("load", () => {
+  soteriaScrollCues();
+  const mathjax = window.MathJax;  // equations take their width once MathJax has typeset them
+  if (mathjax && mathjax.startup && mathjax.startup.promise) mathjax.startup.promise.then(soteriaScrollCues);
+});
+window.addEventListener("resize", () => requestAnimationFrame(soteriaScrollCues));
+document.addEventListener("load", (event) => {  // figures that arrive later (widget frames)
+  if (event.target.tagName === "IMG") requestAnimationFrame(soteriaScrollCues);
+}, true);
+"""
+
+
 def _dedupe(app, pagename, templatename, context, doctree):
     scripts, seen, unique = context.get("script_files") or [], set(), []
     for script in scripts:
@@ -99,5 +122,6 @@ def setup(app):
     app.add_js_file(None, body=MATHJAX_HUB_SHIM)
     app.add_js_file(None, body=SLIDER_LABELS)
     app.add_js_file(None, body=LEGIBLE_FIGURES)
+    app.add_js_file(None, body=SCROLL_CUES)  # after LEGIBLE_FIGURES, which sizes the figures' boxes
     app.connect("html-page-context", _dedupe, priority=900)  # after myst-nb adds its own scripts
     return {"parallel_read_safe": True, "parallel_write_safe": True}

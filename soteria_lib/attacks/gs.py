@@ -41,19 +41,15 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from ..scales import SCALES
 from ..threat import Gradients, SharedUpdate
-from .labels import infer_label
-from .matching import cosine_cost, l2_cost, masked, matching_masks
-from .prior import representation_prior
-from .registry import (AttackSettings, attack_info, check_count, check_eval_mode, check_finite,
-                       register_attack)
-from .result import Reconstruction, stop_reason
+from .loop import Box, Problem, prepare, run_search
+from .matching import COSTS, masked
+from .registry import AttackSettings, attack_info, check_finite, register_attack
+from .result import Reconstruction
 
 MILESTONE_DIVISORS = (2.667, 1.6, 1.142)
-COSTS: dict[str, Callable[[Gradients, Gradients], torch.Tensor]] = {"sim": cosine_cost, "l2": l2_cost}
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -90,9 +86,10 @@ class Objective:
     restart."""
 
     def __init__(self, model: nn.Module, shared: Gradients, labels: torch.Tensor, cost: str, tv: float,
-                 masks: Gradients | None = None, prior: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 masks: Gradients | None = None, prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 image: Callable[[torch.Tensor], torch.Tensor] = lambda v: v):
         self.model, self.shared, self.labels = model, shared, labels
-        self.cost, self.tv, self.masks, self.prior = COSTS[cost], tv, masks, prior
+        self.cost, self.tv, self.masks, self.prior, self.image = COSTS[cost], tv, masks, prior, image
         self.params = {name: p.detach() for name, p in model.named_parameters()}
         self.buffers = {name: b.detach() for name, b in model.named_buffers()}
         self._vmapped = vmap(self._restart_cost)
@@ -108,34 +105,26 @@ class Objective:
 
         return self._terms(tuple(grad(loss)(self.params).values()), x)
 
-    def batched(self, x: torch.Tensor):
-        """All restarts in one vmapped pass (per-restart parameter gradients via torch.func)."""
-        x = x.detach().requires_grad_(True)
-        total, matching = self._vmapped(x)
-        return torch.autograd.grad(total.sum(), x)[0], total.detach(), matching.detach()
+    def batched(self, v: torch.Tensor):
+        """All restarts in one vmapped pass (per-restart parameter gradients via torch.func); the
+        gradient is taken with respect to the dummy's variables ``v`` (the image is ``image(v)``)."""
+        v = v.detach().requires_grad_(True)
+        total, matching = self._vmapped(self.image(v))
+        return torch.autograd.grad(total.sum(), v)[0], total.detach(), matching.detach()
 
-    def sequential(self, x: torch.Tensor):
+    def sequential(self, v: torch.Tensor):
         """Restart by restart with plain autograd."""
         params = list(self.model.parameters())
         results = []
-        for xr in x.detach():
-            xr = xr.clone().requires_grad_(True)
+        for vr in v.detach():
+            vr = vr.clone().requires_grad_(True)
+            xr = self.image(vr)
             loss = F.cross_entropy(self.model(xr), self.labels)
             dummy = torch.autograd.grad(loss, params, create_graph=True)
             total, matching = self._terms(dummy, xr)
-            results.append((torch.autograd.grad(total, xr)[0], total.detach(), matching.detach()))
+            results.append((torch.autograd.grad(total, vr)[0], total.detach(), matching.detach()))
         dx, total, matching = zip(*results)
         return torch.stack(dx), torch.stack(total), torch.stack(matching)
-
-
-def _labels(model: nn.Module, update: SharedUpdate, infer_labels: bool) -> torch.Tensor:
-    if infer_labels:
-        return infer_label(model, update)
-    known = update.metadata.extra.get("labels")
-    if known is None:
-        raise ValueError("GS is given the true labels: share the update with disclose_labels=True, "
-                         "or pass infer_labels=True to read them from the gradient (iDLG)")
-    return known
 
 
 # Below this many parameters, vmapping R > 1 restarts beats running them one by one on a CPU
@@ -155,17 +144,15 @@ def batch_restarts(model: nn.Module, restarts: int, device: torch.device) -> boo
 @dataclass(frozen=True)
 class GSConfig(AttackSettings):
     """GS's settings (the shared ones: :class:`~soteria_lib.attacks.registry.AttackSettings`).
-    ``max_iterations`` defaults to the teaching budget; ``restarts`` independent dummies; ``tv``
-    weighs the total variation (3); ``cost_fn`` is ``sim`` (1) or ``l2`` (2); ``optimizer`` is
-    ``adam``, ``sgd`` or ``lbfgs`` with its own default ``lr`` unless one is given; ``signed``
+    ``max_iterations`` defaults to the teaching budget; ``tv`` weighs the total variation (3); the
+    shared ``cost_fn`` is ``sim`` (1, GS's default) or ``l2`` (2); ``optimizer`` is ``adam``, ``sgd``
+    or ``lbfgs`` with its own default ``lr`` unless one is given; ``signed``
     feeds Adam and SGD the sign of the gradient (the published set-up); ``batched`` evaluates the
     restarts in one vmapped pass (``None``: :func:`batch_restarts` decides). Early stopping acts on
     the best restart's matching cost."""
 
     max_iterations: int = SCALES["teaching"].attacks["gs"].iterations
-    restarts: int = 1
     tv: float = 1e-4
-    cost_fn: str = "sim"
     optimizer: str = "adam"
     lr: float | None = None
     signed: bool = True
@@ -173,14 +160,69 @@ class GSConfig(AttackSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        check_count("restarts", self.restarts, 1)
         check_finite("tv", self.tv, positive=False)
         if self.lr is not None:
             check_finite("lr", self.lr)
-        if self.cost_fn not in COSTS:
-            raise ValueError(f"unknown cost_fn {self.cost_fn!r}; choose one of {sorted(COSTS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+
+
+class GSSearch:
+    """GS's restarts: one stack of dummies under one elementwise optimiser (signed Adam or SGD), or
+    one L-BFGS per restart, with the learning-rate schedule; the restart with the lowest final
+    matching cost is returned."""
+
+    def __init__(self, problem: Problem, config: GSConfig, generator: torch.Generator):
+        if problem.labels is None:
+            raise ValueError("GS is given the true labels: share the update with disclose_labels=True, "
+                             "or pass infer_labels=True to read them from the gradient (iDLG)")
+        meta, device = problem.update.metadata, problem.shared[0].device
+        self.box, self.labels = Box(config.box or "clamp", problem.low, problem.high), problem.labels
+        objective = Objective(problem.model, problem.shared, problem.labels, config.cost_fn or "sim", config.tv,
+                              problem.masks, problem.prior, self.box.image)
+        self.batched = batch_restarts(problem.model, config.restarts, device) if config.batched is None \
+            else config.batched
+        self.evaluate = objective.batched if self.batched else objective.sequential
+        spec = OPTIMIZERS[config.optimizer]
+        start = torch.randn((config.restarts, meta.batch_size, *meta.input_shape), generator=generator).to(device)
+        # Elementwise optimisers: one over the whole stack. L-BFGS: one per restart.
+        groups = [start] if spec.elementwise else list(start.split(1))
+        self.groups = [g.clone().requires_grad_(True) for g in groups]
+        self.optimizers = [spec.build([g], spec.lr if config.lr is None else config.lr) for g in self.groups]
+        self.schedulers = [torch.optim.lr_scheduler.MultiStepLR(o, milestones(config.max_iterations), gamma=0.1)
+                           for o in self.optimizers]
+        self.current = torch.full((config.restarts,), float("nan"))
+        offsets = [sum(len(g) for g in self.groups[:i]) for i in range(len(self.groups))]
+        signed = config.signed and spec.elementwise
+        self.closures = [self._closure(g, offset, signed) for g, offset in zip(self.groups, offsets)]
+
+    def _closure(self, x: torch.Tensor, offset: int, signed: bool):
+        def closure():
+            dx, total, matching = self.evaluate(x)
+            x.grad = dx.sign() if signed else dx
+            self.current[offset:offset + len(x)] = matching.cpu()
+            return total.sum()
+        return closure
+
+    def step(self) -> float:
+        for opt, sched, closure in zip(self.optimizers, self.schedulers, self.closures):
+            opt.step(closure)
+            sched.step()
+        self.box.project_(self.groups)
+        return float(self.current[_best(self.current)])
+
+    def frame(self) -> torch.Tensor:
+        return self.box.image(torch.cat(self.groups)[_best(self.current)].detach())
+
+    def finish(self, interrupted: bool):
+        self.box.project_(self.groups)  # a step cut short by Ctrl-C may have left the box
+        with torch.enable_grad():
+            final = torch.cat([self.evaluate(g)[2] for g in self.groups]).cpu()
+        best = _best(final)
+        images = self.box.image(torch.cat(self.groups).detach())
+        details = {"restarts": len(final), "best_restart": best, "batched": self.batched,
+                   "restart_matching_losses": [float(v) for v in final]}
+        return images[best].clone(), self.labels.clone(), float(final[best]), details
 
 
 @register_attack("gs", config=GSConfig, model="convnet", normalize=True, train_split=False, labels_known=True)
@@ -193,82 +235,11 @@ def gs(model: nn.Module, update: SharedUpdate, config: GSConfig | None = None, *
     ``best_restart`` and every restart's final matching cost.
     """
     config = attack_info("gs").configure(config, **settings)
-    check_eval_mode(model, "gs")
-    max_iterations, restarts, signed = config.max_iterations, config.restarts, config.signed
-    spec = OPTIMIZERS[config.optimizer]
-    meta = update.metadata
-    device = update.gradients[0].device
-    shared = tuple(g.to(device) for g in update.gradients)
-    masks = matching_masks(model, update, config.adaptive, config.ignored(model))
-    if masks is not None:  # the shared side too: a no-op for the adaptive mask, drops ignored tensors
-        masks = tuple(m.to(device, shared[0].dtype) for m in masks)
-        shared = masked(shared, masks)
-    labels = _labels(model, update, config.infer_labels).to(device)
-    prior = representation_prior(model, update, config.representation_prior)
-    objective = Objective(model, shared, labels, config.cost_fn, config.tv, masks, prior)
-    batched = batch_restarts(model, restarts, device) if config.batched is None else config.batched
-    evaluate = objective.batched if batched else objective.sequential
-
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    start = torch.randn((restarts, meta.batch_size, *meta.input_shape), generator=generator).to(device)
-    low, high = meta.normalization.box(start[0, 0])
-    # Elementwise optimisers: one over the whole stack. L-BFGS: one per restart.
-    groups = [start] if spec.elementwise else list(start.split(1))
-    groups = [g.clone().requires_grad_(True) for g in groups]
-    optimizers = [spec.build([g], spec.lr if config.lr is None else config.lr) for g in groups]
-    schedulers = [torch.optim.lr_scheduler.MultiStepLR(o, milestones(max_iterations), gamma=0.1)
-                  for o in optimizers]
-    current = torch.full((restarts,), float("nan"))
-    offsets = [sum(len(g) for g in groups[:i]) for i in range(len(groups))]
-
-    def closure_for(index: int):
-        x, offset = groups[index], offsets[index]
-
-        def closure():
-            dx, total, matching = evaluate(x)
-            x.grad = dx.sign() if signed and spec.elementwise else dx
-            current[offset:offset + len(x)] = matching.cpu()
-            return total.sum()
-        return closure
-
-    closures = [closure_for(i) for i in range(len(groups))]
-    losses, frames, steps, interrupted, reason = [], [], 0, False, "budget"
-    bar = tqdm(range(max_iterations), desc=f"GS x{restarts}", disable=not progress, leave=False)
-    try:
-        for step in bar:
-            if frame_every and step % frame_every == 0:
-                frames.append((step, torch.cat(groups)[_best(current)].detach().cpu().clone()))
-            for opt, sched, closure in zip(optimizers, schedulers, closures):
-                opt.step(closure)
-                sched.step()
-            _clamp(groups, low, high)
-            steps += 1
-            losses.append(float(current[_best(current)]))
-            bar.set_postfix(cost=f"{losses[-1]:.4g}")
-            reason = stop_reason(losses, config.stop_loss, config.patience) or reason
-            if reason != "budget":
-                break
-    except KeyboardInterrupt:
-        interrupted, reason = True, "interrupted"
-    finally:
-        bar.close()
-    _clamp(groups, low, high)  # a step cut short by Ctrl-C may have left the box
-    with torch.enable_grad():
-        final = torch.cat([evaluate(g)[2] for g in groups]).cpu()
-    best = _best(final)
-    images = torch.cat(groups).detach()
-    if frame_every:
-        frames.append((steps, images[best].cpu().clone()))
-    details = {"restarts": restarts, "best_restart": best, "batched": batched, "stop_reason": reason,
-               "restart_matching_losses": [float(v) for v in final]}
-    return Reconstruction(images[best].clone(), labels.clone(), float(final[best]), steps, losses, frames,
-                          interrupted, details)
-
-
-def _clamp(groups: list[torch.Tensor], low: torch.Tensor, high: torch.Tensor) -> None:
-    with torch.no_grad():
-        for g in groups:
-            g.copy_(torch.maximum(torch.minimum(g, high), low))
+    problem = prepare(model, update, config, "gs", disclosed_labels=True)
+    search = GSSearch(problem, config, torch.Generator(device="cpu").manual_seed(seed))
+    result = Reconstruction(*run_search(search, config, progress, frame_every, f"GS x{config.restarts}"))
+    result.details.update(problem.notes)
+    return result
 
 
 def _best(costs: torch.Tensor) -> int:

@@ -30,6 +30,9 @@ def cosine_cost(dummy: Gradients, shared: Gradients) -> torch.Tensor:
     return 1 - dot / (dummy_norm * shared_norm)
 
 
+COSTS = {"l2": l2_cost, "sim": cosine_cost}  # the attacks' cost_fn
+
+
 def visible_masks(update: SharedUpdate) -> tuple[torch.Tensor, ...]:
     """The adaptive attacker's view of a pruning defense: which entries of each shared tensor are
     non-zero. Soteria's pruned columns and magnitude pruning's zeros are exact zeros, visible to

@@ -6,9 +6,11 @@ gradient (chapter 1, equation 1.2), so the server reads
 
     r_hat = (dL/dW)_{k,:} / (dL/db)_k,        K = { i : r_hat_i != 0 }
 
-without any optimisation. Soteria zeroes the columns of the pruned features, so K holds
-exactly the features it kept; noise perturbs every entry of r_hat. The attacker then adds to
-its matching loss
+without any optimisation (``readout="row"``). Soteria zeroes the columns of the pruned features,
+so K holds exactly the features it kept; noise perturbs every entry of r_hat, and the
+noise-aware attacker reads it by least squares over every row instead, knowing the defense's
+noise level (``readout="least-squares"``, :func:`~soteria_lib.leakage.least_squares_representation`).
+The attacker then adds to its matching loss
 
     P(x') = sum_{i in K} (r_i(x') - r_hat_i)^2 / sum_{i in K} r_hat_i^2                  (8.3)
 
@@ -22,16 +24,25 @@ import torch
 from torch import nn
 
 from ..introspection import representation_fn, select_linear
-from ..leakage import recover_representation
+from ..leakage import least_squares_representation, recover_representation
 from ..threat import SharedUpdate
+from .registry import public_defense
+
+
+def read_representation(model: nn.Module, update: SharedUpdate, readout: str = "row") -> torch.Tensor:
+    """r as the attacker reads it off the update: one row, or least squares at the public noise level."""
+    if readout == "row":
+        return recover_representation(model, update)
+    sigma = public_defense(update).noise_std(update.metadata.batch_size) or 0.0
+    return least_squares_representation(model, update, sigma)
 
 
 class RepresentationPrior:
     """``x -> P(x)``, equation (8.3), for a batch of one; refuses an update that gives nothing
     away (no bias gradient to divide by, or nothing recovered)."""
 
-    def __init__(self, model: nn.Module, update: SharedUpdate):
-        r_hat = recover_representation(model, update)
+    def __init__(self, model: nn.Module, update: SharedUpdate, readout: str = "row"):
+        r_hat = read_representation(model, update, readout)
         if not torch.isfinite(r_hat).all():
             raise ValueError("the shared bias gradient of the defended layer is zero: r cannot be read off "
                              "the update, so the closed-form prior does not apply")
@@ -48,9 +59,9 @@ class RepresentationPrior:
         return ((r - self.target) * self.known).pow(2).sum() / self.scale
 
 
-def representation_prior(model: nn.Module, update: SharedUpdate, weight: float):
+def representation_prior(model: nn.Module, update: SharedUpdate, weight: float, readout: str = "row"):
     """``x -> weight * P(x)``, or ``None`` when ``weight`` is 0 (the plain attacker)."""
     if weight == 0:
         return None
-    prior = RepresentationPrior(model, update)
+    prior = RepresentationPrior(model, update, readout)
     return lambda x: weight * prior(x)

@@ -14,7 +14,20 @@ from typing import Callable
 
 from torch import nn
 
+from ..defenses import DefenseSetting
 from ..introspection import select_linear
+from .labels import LABEL_RULES
+
+BOXES = ("free", "clamp", "sigmoid")
+READOUTS = ("row", "least-squares")
+COST_NAMES = ("l2", "sim")
+LAYER_WEIGHTS = ("equal", "snr")
+
+
+def public_defense(update):
+    """The defense the update declares, with its settings, as anyone may build it (Kerckhoffs)."""
+    meta = update.metadata
+    return DefenseSetting.of(meta.defense, **meta.defense_settings).build()
 
 
 def check_eval_mode(model: nn.Module, attack: str) -> None:
@@ -51,35 +64,59 @@ class AttackSettings:
     last ``nn.Linear``), whatever its name. ``representation_prior`` weighs the closed-form
     attacker's prior on the defended layer's input (:mod:`~soteria_lib.attacks.prior`, chapter 8);
     0 leaves it out.
+    ``readout`` is how the prior reads r off the update: ``row`` (the best-conditioned row, exact
+    without noise) or ``least-squares`` (every row, corrected for the defense's known noise: the
+    noise-aware attacker). ``layer_weights="snr"`` weighs each tensor's matching term by its
+    signal-to-noise ratio under the defense's known noise (:func:`~.loop.snr_weights`).
+    ``label_rule`` is iDLG's rule (``"weight"`` or ``"bias"``) when ``infer_labels`` is set.
+    ``cost_fn`` is the distance of gradients (``l2`` or ``sim``, one minus the cosine; None: the
+    attack's published one, DLG ``l2``, GS ``sim``). ``restarts`` independent dummies run side by side; the one with the lowest matching loss is
+    returned. ``box`` parametrises the dummy (:class:`~.loop.Box`; None: the attack's published
+    choice, DLG ``free``, GS ``clamp``).
     ``stop_loss`` and ``patience`` stop the attack early on its matching loss
     (:func:`~soteria_lib.attacks.result.stop_reason`); both are off by default."""
 
     max_iterations: int = 0
+    restarts: int = 1
     infer_labels: bool = False
+    label_rule: str = "weight"
     adaptive: bool = False
     ignore_parameters: tuple[str, ...] = ()
     drop_defended_layer: bool = False
     representation_prior: float = 0.0
+    readout: str = "row"
+    layer_weights: str = "equal"
+    cost_fn: str | None = None
+    box: str | None = None
     stop_loss: float | None = None
     patience: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "ignore_parameters", tuple(self.ignore_parameters))
         check_count("max_iterations", self.max_iterations, 0)
+        check_count("restarts", self.restarts, 1)
         check_finite("representation_prior", self.representation_prior, positive=False)
+        for name, value, allowed in (("label_rule", self.label_rule, LABEL_RULES), ("readout", self.readout, READOUTS),
+                                     ("layer_weights", self.layer_weights, LAYER_WEIGHTS),
+                                     ("box", self.box, (None, *BOXES)), ("cost_fn", self.cost_fn, (None, *COST_NAMES))):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {[a for a in allowed if a]}")
         if self.stop_loss is not None:
             check_finite("stop_loss", self.stop_loss, positive=False)
         if self.patience is not None:
             check_count("patience", self.patience, 1)
 
-
-    def ignored(self, model: nn.Module) -> tuple[str, ...]:
+    def ignored(self, model: nn.Module, update=None) -> tuple[str, ...]:
         """The parameters whose gradients the attack leaves out: ``ignore_parameters`` plus, with
-        ``drop_defended_layer``, the defended layer's weight."""
+        ``drop_defended_layer``, the layer the update's (public) defense alters, or where it alters
+        none in particular the model's last ``nn.Linear`` (Soteria's default layer)."""
         if not self.drop_defended_layer:
             return self.ignore_parameters
-        name, _ = select_linear(model)
-        return tuple(dict.fromkeys((*self.ignore_parameters, f"{name}.weight")))
+        defended = public_defense(update).defended_parameters(model) if update is not None else ()
+        if not defended:
+            name, _ = select_linear(model)
+            defended = (f"{name}.weight",)
+        return tuple(dict.fromkeys((*self.ignore_parameters, *defended)))
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,15 @@ generator, as in :mod:`.noise`.
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from .registry import register_defense
+from ..privacy import fedavg_ledger
+from ..runtime import check_seed
+from .registry import Defense, Strength, check_noise, check_non_negative, check_positive, register_defense
 
 
 def per_example_gradients(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> tuple:
@@ -47,23 +49,30 @@ def clipped_sum(per_example: tuple, clip: float) -> tuple:
     return tuple((g * factors.to(g.dtype).view(-1, *([1] * (g.dim() - 1)))).sum(0) for g in per_example)
 
 
-@register_defense("dp-sgd", title="DP-SGD", order=5, style=("tab:brown", "D"), strength="noise",
-                  keyword="noise_multiplier", options=("clip",), seeded=True, family="noise")
-class DPSGD:
-    """Equation (3): per-example clipping to ``clip`` (1 unless given), noise multiplier ``z``."""
+@register_defense("dp-sgd", title="DP-SGD", order=5, style=("tab:brown", "D"), acts_on=("update",),
+                  strength=Strength("noise_multiplier", "", "s", check_noise),
+                  flags={"noise": "noise_multiplier", "clip": "clip"}, family="noise", noise=True,
+                  accountant=fedavg_ledger)
+@dataclass
+class DPSGD(Defense):
+    """Equation (3): per-example clipping to ``clip`` (1 by default), noise multiplier ``z``."""
 
-    def __init__(self, noise_multiplier: float = 0.0, clip: float | None = None, seed: int = 0):
-        noise_multiplier = float(noise_multiplier)
-        if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
-            raise ValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier}")
-        clip = 1.0 if clip is None else float(clip)
-        if not (math.isfinite(clip) and clip > 0):
-            raise ValueError(f"clip must be a finite number > 0, got {clip}")
-        self.noise_multiplier, self.clip = noise_multiplier, clip
-        self.generator = torch.Generator().manual_seed(int(seed))
+    noise_multiplier: float = 0.0
+    clip: float = 1.0
+    seed: int = 0
+    generator: torch.Generator = field(init=False, repr=False, compare=False)
 
-    def __call__(self, model, inputs, labels, gradients):
+    def __post_init__(self):
+        self.noise_multiplier = check_non_negative("noise_multiplier", self.noise_multiplier)
+        self.clip = check_positive("clip", self.clip)
+        self.generator = torch.Generator().manual_seed(check_seed(self.seed))
+
+    def on_update(self, model, inputs, labels, gradients):
         summed = clipped_sum(per_example_gradients(model, inputs, labels), self.clip)
         scale = self.noise_multiplier * self.clip
         return tuple((s + scale * torch.randn(s.shape, generator=self.generator).to(s.device, s.dtype)) / len(inputs)
                      if scale else s / len(inputs) for s in summed)
+
+    def noise_std(self, batch_size: int) -> float:
+        """``z C / B``: the noise of the clipped sum, divided by the batch size with it."""
+        return self.noise_multiplier * self.clip / batch_size

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -35,7 +36,8 @@ from torch.func import vjp, vmap
 
 from ..introspection import eval_mode, parameter_index, representation_fn, select_linear
 from ..quantiles import percentile
-from .registry import check_rate, register_defense
+from .basic import RATE
+from .registry import COMPUTATION, Defense, check_non_negative, check_rate, register_defense
 
 # Batched VJPs hold one input-sized gradient, plus every activation, per feature of a chunk.
 # On a GPU they win whenever they fit (budget: a quarter of the free memory). On this project's
@@ -232,27 +234,32 @@ def mask_statistics(scores: torch.Tensor, pruning_rate: float) -> dict:
             "threshold": float(percentile(scores, pruning_rate))}
 
 
-@register_defense("soteria", title="Soteria", order=1, style=("tab:red", "o"), strength="pruning_rate",
-                  keyword="pruning_rate", options=("epsilon",), aliases=("ours",))
-class Soteria:
+@register_defense("soteria", title="Soteria", order=1, style=("tab:red", "o"), acts_on=("update",),
+                  strength=RATE, flags={"pruning_rate": "pruning_rate", "epsilon": "epsilon"}, aliases=("ours",),
+                  leaves_zeros=True, one_layer=True)
+@dataclass
+class Soteria(Defense):
     """Soteria's defense: zero the defended layer's weight-gradient columns of the
     lowest-scoring features (equation 1). ``layer`` names an ``nn.Linear`` by module path
-    (default: the last one); ``epsilon=None`` is 0 for sigmoid models, 0.1 with ReLU."""
+    (default: the last one); ``epsilon=None`` is 0 for sigmoid models, 0.1 with ReLU. ``method``
+    chooses how the Jacobian norms are computed (the same norms either way)."""
 
-    def __init__(self, pruning_rate: float = 0.0, epsilon: float | None = None, layer: str | None = None,
-                 method: str = "auto"):
-        self.pruning_rate = check_rate(pruning_rate)
-        if epsilon is not None and epsilon < 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
-        self.epsilon = epsilon
-        self.layer = layer
-        self.method = _check_method(method)
+    pruning_rate: float = 0.0
+    epsilon: float | None = None
+    layer: str | None = None
+    method: str = field(default="auto", metadata=COMPUTATION)
+
+    def __post_init__(self):
+        self.pruning_rate = check_rate(self.pruning_rate)
+        if self.epsilon is not None:
+            self.epsilon = check_non_negative("epsilon", self.epsilon)
+        _check_method(self.method)
 
     def mask(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """Boolean keep-mask over the features of r."""
         return keep_mask(soteria_scores(model, inputs, self.layer, self.epsilon, self.method), self.pruning_rate)
 
-    def __call__(self, model, inputs, labels, gradients):
+    def on_update(self, model, inputs, labels, gradients):
         _, linear = select_linear(model, self.layer)
         index = parameter_index(model, linear.weight)
         out = [g.clone() for g in gradients]
@@ -260,3 +267,8 @@ class Soteria:
             keep = self.mask(model, inputs)
             out[index] = out[index] * keep.to(out[index].dtype).unsqueeze(0)
         return tuple(out)
+
+    def defended_parameters(self, model: nn.Module) -> tuple[str, ...]:
+        """The weight of the defended layer: the only gradient Soteria changes."""
+        name, _ = select_linear(model, self.layer)
+        return (f"{name}.weight",)

@@ -42,10 +42,9 @@ from ..metrics import REBUILT_PSNR, image_metrics, is_rebuilt
 from ..pipeline import Setup, run_reconstruction
 from ..quantiles import quantile
 from ..runtime import where_it_ran
-from .grid import GridError, canonical_json, check_seeds
-from .results import Table, optional_int
+from .grid import GridError, check_seeds
+from .results import Table, canonical_json, optional_int
 from .runner import Plan, check_data, read_sessions
-from .tasks import TASK_RUNNERS
 
 PSNR_FLOOR = -10.0  # dB: the figure's lower limit; exploded reconstructions go far below
 STUDY_KEYS = {"attack", "datasets", "max_iterations", "every", "attack_options", "model_options", "images", "seeds"}
@@ -84,6 +83,10 @@ class CurveSpec:
         return Setup(attack=self.attack, dataset=self.dataset, target_id=self.target_id, seed=self.seed,
                      device=device, data_root=data_root, model_options=dict(self.model_options),
                      attack_options={**self.attack_options, "max_iterations": self.max_iterations})
+
+    def run(self, device: str, data_root: str | None, commit: str) -> list[dict]:
+        """A worker's task (:func:`.tasks.run_task`): the curve's rows."""
+        return curve_rows(self, device, data_root, commit)
 
 
 def load_study(path: str | Path) -> list[CurveSpec]:
@@ -177,8 +180,6 @@ def curve_rows(spec: CurveSpec, device: str, data_root: str | None, commit: str)
     return rows
 
 
-TASK_RUNNERS[CurveSpec] = curve_rows
-
 
 def plan_study(specs: list[CurveSpec], csv_path: Path, data_root: str | None = None) -> Plan:
     """The runs of a study that ``csv_path`` does not hold yet (data and files checked first)."""
@@ -244,13 +245,13 @@ def curves(rows: list[dict]) -> list[Curve]:
 
 
 def figure(found: list[Curve]) -> Figure:
-    """Median PSNR (with interquartile band) and share reconstructed against iterations, one
-    column per dataset, one line per study."""
+    """Median PSNR (with interquartile band) and share reconstructed against iterations, two
+    panels per dataset stacked in one column (narrow enough for a phone), one line per study."""
     datasets = sorted({c.dataset for c in found})
-    fig = Figure(figsize=(4.6 * len(datasets), 6.0), layout="constrained")
-    axes = fig.subplots(2, len(datasets), squeeze=False)
+    fig = Figure(figsize=(4.0, 2.9 * 2 * len(datasets)), layout="constrained")
+    axes = fig.subplots(2 * len(datasets), 1, squeeze=False)[:, 0]
     for column, dataset in enumerate(datasets):
-        top, bottom = axes[0][column], axes[1][column]
+        top, bottom = axes[2 * column], axes[2 * column + 1]
         for curve in (c for c in found if c.dataset == dataset):
             label = f"{curve.study} ({curve.runs} runs)"
             line, = top.plot(curve.iterations, curve.median_psnr, label=label)
@@ -258,17 +259,18 @@ def figure(found: list[Curve]) -> Figure:
                              linewidth=0)
             bottom.plot(curve.iterations, [100 * r for r in curve.reconstructed], color=line.get_color(), label=label)
         top.axhline(REBUILT_PSNR, color="grey", linestyle=":", linewidth=1)
-        top.set_title(dataset, fontsize=10)
+        top.set_title(f"{dataset}: median PSNR", fontsize=10)
         top.set_ylabel("median PSNR (dB)")
         top.set_ylim(bottom=max(top.get_ylim()[0], PSNR_FLOOR))  # below 0 dB an image is noise
-        bottom.set_ylabel(f"runs reconstructed (%), PSNR >= {REBUILT_PSNR:g} dB")
+        bottom.set_title(f"{dataset}: runs reconstructed", fontsize=10)
+        bottom.set_ylabel(f"% with PSNR >= {REBUILT_PSNR:g} dB")
         bottom.set_ylim(-5, 105)
         bottom.set_xlabel("iteration")
         for ax in (top, bottom):
             ax.set_xscale("symlog", linthresh=10)
             ax.set_xlim(left=0)
             ax.grid(alpha=0.3)
-        top.legend(fontsize=8)
+        top.legend(fontsize=7)
     return fig
 
 

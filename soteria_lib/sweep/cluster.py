@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ..data import resolve_root
 from ..defenses.soteria import keep_recent_norms
+from ..extensions import load_extensions
 from ..ray_cluster import check_reachable, ray_warnings, require_ray
 from .tasks import RunFailed, run_task
 
@@ -31,6 +32,7 @@ def _run_on_worker(task, device: str, data_root: str | None, commit: str, thread
 
     global _WORKER_RECENT
     torch.set_num_threads(threads)
+    load_extensions()  # once per process (the extensions of the driver's environment)
     if _WORKER_RECENT != recent:  # the first task in this process: start Soteria's reuse cache
         keep_recent_norms(recent)
         _WORKER_RECENT = recent

@@ -7,16 +7,17 @@ A grid is a TOML file (``experiments/teaching.toml`` is a commented example)::
     seeds = [0, 1, 2]
 
     [defenses]                  # the settings shared by the reconstructions and the FedAvg runs
-    none = true                 # the undefended baseline
-    soteria = [20, 40]          # pruning rate in percent ("ours" is an alias)
+    none = true                 # the undefended baseline (a defense without a strength: true)
+    soteria = [20, 40]          # strengths: pruning rate in percent ("ours" is an alias)
     prune = [20, 40]            # pruning rate in percent
-    dp-gaussian = [1e-3]        # noise: sigma
+    dp-gaussian = [1e-3, {sigma = 1e-2, clip = 1.0}]   # noise sigma, or a table of any settings
     dp-laplace = [1e-3]         # noise: Laplace scale b
 
     [attacks.dlg]               # a block; its name is the attack unless it sets attack = "dlg"
     datasets = ["mnist", "cifar10"]
     max_iterations = {mnist = 10, cifar10 = 30}   # or one integer; left out: the scale's budget
-    attack_options = {}         # other fields of the attack's settings, e.g. GS's {batched = false}
+    attack_options = {}         # other fields of the attack's settings, e.g. GS's {batched = false};
+                                # they override the attackers' own (a tuning study varies a weight)
     attackers = ["plain"]       # the battery (soteria_lib.attacks.battery), each against every
                                 # defense it applies to; or a table {layer-dropping = ["soteria"]}
                                 # naming the defenses (true: all it applies to)
@@ -27,7 +28,9 @@ A grid is a TOML file (``experiments/teaching.toml`` is a commented example)::
     seeds = [0]                 # training seeds (default [0]); seed k > 0 adds _seed<k> to the folder
     defenses = {none = true}    # optional: other settings than [defenses] (same format)
     output = "results/fedavg"   # one folder per run, <dataset>_<defense>_<value>/metrics.json
-    options = {}                # fields of FedAvgConfig, or model / clip, e.g. {rounds = 5}
+    options = {}                # fields of FedAvgConfig, or model / model_options / input_space,
+                                # e.g. {rounds = 5}; a value may be a table per dataset:
+                                # {lr = {mnist = 0.1, cifar10 = 0.03}}
 
 Every name and number is checked when the grid is loaded (the defenses against their
 registrations, attack options by building the attack's settings, FedAvg options by building the
@@ -35,20 +38,20 @@ experiment); a mistake raises :class:`GridError` with a one-line message that na
 """
 from __future__ import annotations
 
-import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..attacks import ATTACKS, attack_info
-from ..attacks.battery import ATTACKER_OPTIONS, ATTACKERS, attacker_info
+from ..attacks.battery import ATTACKERS
 from ..data import DATASETS
 from ..defenses import DefenseSetting, defense_info, defense_names
-from ..federated import FedAvgExperiment
+from ..federated import TRAINING_OPTIONS, FedAvgConfig, snapshot_path
 from ..limits import check_count, check_counts
-from ..pipeline import Setup
 from ..runtime import check_seed
 from ..scales import SCALES
+from .specs import FedAvgSpec, ReconstructionSpec
+from .verdict import Plan, VerdictError
 
 DEFAULT_FEDAVG_OUTPUT = "results/fedavg"
 
@@ -57,81 +60,12 @@ class GridError(ValueError):
     """A grid file that cannot be run; the message is one line."""
 
 
-@dataclass(frozen=True)
-class ReconstructionSpec:
-    """One reconstruction run: one row of the results CSV."""
-
-    attack: str
-    dataset: str
-    scale: str
-    max_iterations: int
-    attacker: str  # a name in soteria_lib.attacks.battery
-    attack_options: dict = field(hash=False)
-    setting: DefenseSetting
-    target_id: int
-    seed: int
-
-    def setup(self, device: str = "cpu", data_root: str | None = None) -> Setup:
-        options = {**self.attack_options, **attacker_info(self.attacker).options,
-                   "max_iterations": self.max_iterations}
-        return Setup(attack=self.attack, dataset=self.dataset, target_id=self.target_id,
-                     defense=self.setting.defense, seed=self.seed, scale=self.scale, device=device,
-                     data_root=data_root, attack_options=options, **self.setting.run_options())
-
-    def describe(self) -> str:
-        attacker = "" if self.attacker == "plain" else f" ({self.attacker})"
-        return f"{self.attack}{attacker} {self.dataset} {self.setting.label()} image {self.target_id} seed {self.seed}"
-
-    def group(self) -> tuple:
-        """The runs that share one model and one private image (a sweep runs them one after another,
-        so that Soteria's scores are computed once for all of them)."""
-        return self.attack, self.dataset, self.scale, self.target_id, self.seed
-
-    def params(self) -> dict:
-        """The parameters that identify the run, as the CSV stores them (its resume key)."""
-        return {"attack": self.attack, "dataset": self.dataset, "scale": self.scale,
-                "max_iterations": self.max_iterations, "attacker": self.attacker,
-                "attack_options": canonical_json(self.attack_options), "defense": self.setting.defense,
-                **self.setting.run_options(), "target_id": self.target_id, "seed": self.seed}
-
-
-@dataclass(frozen=True)
-class FedAvgSpec:
-    """One FedAvg accuracy run at a defense setting and training seed; its folder is
-    ``ROOT/<dataset>_<defense>_<tag>`` for seed 0 (``mnist_soteria_p50``, ``mnist_dp-gaussian_s0.01``,
-    ``mnist_none_none``), with ``_seed<k>`` appended for seed k."""
-
-    dataset: str
-    setting: DefenseSetting
-    scale: str
-    output_root: Path
-    options: dict = field(hash=False)
-    seed: int = 0
-
-    def experiment(self) -> FedAvgExperiment:
-        options = {**self.options, "seed": self.seed}
-        return FedAvgExperiment.with_options(options, dataset=self.dataset, scale=self.scale,
-                                             defense=self.setting.defense,
-                                             pruning_rate=self.setting.run_options()["pruning_rate"],
-                                             noise=self.setting.value if self.setting.parameter == "noise" else None)
-
-    def describe(self) -> str:
-        return f"fedavg {self.dataset} {self.setting.label()} seed {self.seed}"
-
-    def folder(self) -> Path:
-        seed = f"_seed{self.seed}" if self.seed else ""
-        return self.output_root / f"{self.dataset}_{self.setting.defense}_{self.setting.tag()}{seed}"
-
-
 @dataclass
 class Grid:
     reconstructions: list[ReconstructionSpec]
     fedavg: list[FedAvgSpec]
     fedavg_output: Path
-
-
-def canonical_json(options: dict) -> str:
-    return json.dumps(options, sort_keys=True, separators=(",", ":"))
+    verdict: Plan | None = None  # the primary comparisons, fixed before the runs (soteria_lib.sweep.verdict)
 
 
 def _require(table: dict, key: str, kind, where: str):
@@ -204,32 +138,47 @@ def _names(table: dict, key: str, known, where: str) -> list[str]:
 
 
 def parse_defenses(table: dict, where: str = "defenses") -> list[DefenseSetting]:
-    """``[defenses]``: ``none = true`` and lists of strengths for the others (any registered
-    defense; one without a strength takes ``true``)."""
+    """``[defenses]``: per registered defense, ``true`` (its default settings: ``none = true``) or a
+    list of settings, each a strength (a number: the registration's strength setting) or a table of
+    any of its settings (``{sigma = 0.01, clip = 1.0}``)."""
     settings = []
     for name, values in table.items():
         try:
             info = defense_info(name)
         except ValueError:
             raise GridError(f"{where}: unknown defense {name!r}; choose from {defense_names()}") from None
-        if info.strength is None:
-            if _typed(values, bool, f"{where}.{name}"):
+        if isinstance(values, bool):
+            if values:
                 settings.append(DefenseSetting(info.name))
             continue
-        if not _typed(values, list, f"{where}.{name}"):
+        if not _typed(values, (bool, list), f"{where}.{name}"):
             raise GridError(f"{where}.{name}: the list is empty")
         for value in values:
-            value = float(_typed(value, (int, float), f"{where}.{name}"))
-            try:
-                info.strength.check(value)
-            except ValueError as exc:
-                raise GridError(f"{where}.{name}: {exc}") from None
-            settings.append(DefenseSetting(info.name, value))
+            settings.append(_setting(info, value, f"{where}.{name}"))
     if not settings:
         raise GridError(f"{where}: no defense setting")
     if len(set(settings)) != len(settings):
         raise GridError(f"{where}: a setting is listed twice")
     return settings
+
+
+def _setting(info, value, where: str) -> DefenseSetting:
+    """One entry of a defense's list: a strength or a table of settings."""
+    if isinstance(value, dict):
+        chosen = value
+    elif info.strength is None:
+        raise GridError(f"{where}: {info.name} has no strength; give true or tables of settings")
+    else:
+        number = float(_typed(value, (int, float), where))
+        try:
+            info.strength.check(number)
+        except ValueError as exc:
+            raise GridError(f"{where}: {exc}") from None
+        chosen = {info.strength.setting: number}
+    try:
+        return DefenseSetting.of(info.name, **chosen)
+    except (ValueError, TypeError) as exc:
+        raise GridError(f"{where}: {exc}") from None
 
 
 def _iterations(value, datasets: list[str], scale_budget: int, where: str) -> dict[str, int]:
@@ -246,9 +195,9 @@ def _iterations(value, datasets: list[str], scale_budget: int, where: str) -> di
 
 
 ATTACK_KEYS = {"attack", "datasets", "max_iterations", "attack_options", "attackers", "defenses", "images",
-               "seeds"}
+               "seeds", "model", "model_options", "model_states", "local_steps", "local_lr", "input_space"}
 FEDAVG_KEYS = {"datasets", "defenses", "output", "options", "seeds"}
-TOP_KEYS = {"scale", "images", "seeds", "defenses", "attacks", "fedavg"}
+TOP_KEYS = {"scale", "images", "seeds", "defenses", "attacks", "fedavg", "verdict"}
 
 
 def parse_attacks(table: dict, scale: str, images, seeds, settings) -> list[ReconstructionSpec]:
@@ -270,10 +219,6 @@ def parse_attacks(table: dict, scale: str, images, seeds, settings) -> list[Reco
         attack_options = _typed(options.get("attack_options", {}), dict, f"{where}.attack_options")
         if "max_iterations" in attack_options:
             raise GridError(f"{where}.attack_options: set 'max_iterations' as a key of {where} itself")
-        reserved = sorted(ATTACKER_OPTIONS & set(attack_options))
-        if reserved:
-            raise GridError(f"{where}.attack_options: {reserved[0]!r} belongs to an attacker; list it in "
-                            f"{where}.attackers")
         try:
             check_counts(attack_options)
             for budget in set(budgets.values()):
@@ -285,14 +230,70 @@ def parse_attacks(table: dict, scale: str, images, seeds, settings) -> list[Reco
         block_images = _images(options, where) if "images" in options else images
         block_seeds = _seeds(options, where) if "seeds" in options else seeds
         against = parse_attackers(options.get("attackers", ["plain"]), chosen, f"{where}.attackers")
+        model, model_options, states, steps, lr, space = _protocol(options, where)
         specs += [ReconstructionSpec(attack, dataset, scale, budgets[dataset], attacker, attack_options,
-                                     setting, image, seed)
+                                     setting, image, seed, state, local, model, model_options, local_lr=lr,
+                                     input_space=space)
                   for dataset in datasets for attacker, faced in against.items() for setting in faced
-                  for image in block_images for seed in block_seeds]
+                  for state in states for local in steps for image in block_images for seed in block_seeds]
     keys = [tuple(s.params().items()) for s in specs]
     if len(set(keys)) != len(keys):
         raise GridError("attacks: two blocks list the same run")
     return specs
+
+
+def _protocol(options: dict, where: str) -> tuple:
+    """The attacked model and the client's round: ``model`` and ``model_options`` (default: the
+    attack's published model at the scale), ``model_states`` (``init``, or ``round:K`` for the
+    global model after round K of the FedAvg run of the same dataset, defense setting and seed),
+    ``local_steps`` (a list; 1: the client shares one gradient) and their ``local_lr``, and the
+    ``input_space`` the model reads (``pixels`` or ``normalized``; default: the attack's)."""
+    model = _typed(options.get("model"), (str, type(None)), f"{where}.model")
+    space = _typed(options.get("input_space"), (str, type(None)), f"{where}.input_space")
+    if space not in (None, "pixels", "normalized"):
+        raise GridError(f"{where}.input_space: {space!r} is neither 'pixels' nor 'normalized'")
+    model_options = _typed(options.get("model_options", {}), dict, f"{where}.model_options")
+    states = _typed(options.get("model_states", ["init"]), list, f"{where}.model_states")
+    for state in _unique(states, f"{where}.model_states"):
+        kind, _, rounds = _typed(state, str, f"{where}.model_states").partition(":")
+        if not (state == "init" or kind == "round" and rounds.isdigit()):
+            raise GridError(f"{where}.model_states: {state!r} is neither 'init' nor 'round:K'")
+    steps = _int_list({"local_steps": options.get("local_steps", [1])}, "local_steps", where)
+    if min(steps) < 1:
+        raise GridError(f"{where}.local_steps: must be >= 1, got {min(steps)}")
+    lr = float(_typed(options.get("local_lr", FedAvgConfig().lr), (int, float), f"{where}.local_lr"))
+    if not lr > 0:
+        raise GridError(f"{where}.local_lr: must be > 0, got {lr}")
+    return model, model_options, states, steps, lr, space
+
+
+def link_trained_models(reconstructions: list[ReconstructionSpec], fedavg: list[FedAvgSpec]) -> tuple[list, list]:
+    """Give every run on a FedAvg global model (``round:K``) the file of the FedAvg cell of its
+    dataset, defense setting and seed, and that cell the rounds to keep. The cell must train the
+    attacked architecture (same model and model options)."""
+    cells = {(f.dataset, f.setting, f.seed): f for f in fedavg}
+    rounds: dict[tuple, set] = {}
+    linked = []
+    for spec in reconstructions:
+        if spec.model_state == "init":
+            linked.append(spec)
+            continue
+        cell = cells.get((spec.dataset, spec.setting, spec.seed))
+        if cell is None:
+            raise GridError(f"attacks: {spec.describe()} attacks {spec.model_state}, but [fedavg] has no cell of "
+                            f"{spec.dataset}, {spec.setting.label()}, seed {spec.seed}")
+        experiment, setup = cell.experiment(), spec.setup()
+        attacked = (*setup.model_spec(), setup.space())
+        trained = (experiment.model, {**TRAINING_OPTIONS.get(experiment.model, {}), **experiment.model_options},
+                   experiment.input_space)
+        if attacked != trained:
+            raise GridError(f"attacks: {spec.describe()} attacks {attacked}, but its FedAvg cell trains {trained}")
+        round_index = int(spec.model_state.split(":")[1])
+        if round_index > experiment.training.rounds:
+            raise GridError(f"attacks: {spec.model_state} is past the FedAvg cell's {experiment.training.rounds} rounds")
+        rounds.setdefault(cell, set()).add(round_index)
+        linked.append(replace(spec, model_file=str(snapshot_path(cell.folder(), round_index))))
+    return linked, [replace(f, snapshots=tuple(sorted(rounds.get(f, ())))) for f in fedavg]
 
 
 def parse_attackers(value, settings: list[DefenseSetting], where: str) -> dict[str, list[DefenseSetting]]:
@@ -306,7 +307,7 @@ def parse_attackers(value, settings: list[DefenseSetting], where: str) -> dict[s
     for name, chosen in table.items():
         if name not in ATTACKERS:
             raise GridError(f"{where}: unknown attacker {name!r}; choose from {list(ATTACKERS)}")
-        applies = [s for s in settings if ATTACKERS[name].applies(s.defense)]
+        applies = [s for s in settings if ATTACKERS[name].applies(s.info)]
         if chosen is True:
             against[name] = applies
             continue
@@ -324,13 +325,25 @@ def parse_fedavg(table: dict, scale: str, settings, output: Path) -> list[FedAvg
     seeds = _seeds(table, "fedavg") if "seeds" in table else [0]
     if "defenses" in table:  # a subset, when the slowest FedAvg runs (Soteria) would not fit the budget
         settings = parse_defenses(_typed(table["defenses"], dict, "fedavg.defenses"))
-    specs = [FedAvgSpec(d, s, scale, output, options, seed) for d in datasets for s in settings for seed in seeds]
+    specs = [FedAvgSpec(d, s, scale, output, _for_dataset(options, d), seed)
+             for d in datasets for s in settings for seed in seeds]
     for spec in specs:  # every option name and value, before anything runs
         try:
             spec.experiment()
         except (ValueError, TypeError) as exc:
             raise GridError(f"fedavg.options: {exc}") from None
     return specs
+
+
+def _for_dataset(options: dict, dataset: str) -> dict:
+    """FedAvg options with per-dataset tables (keys that are all dataset names) resolved."""
+    resolved = {}
+    for key, value in options.items():
+        per_dataset = isinstance(value, dict) and value and set(value) <= set(DATASETS)
+        if per_dataset and dataset not in value:
+            raise GridError(f"fedavg.options.{key}: no value for dataset {dataset!r}")
+        resolved[key] = value[dataset] if per_dataset else value
+    return resolved
 
 
 def load_grid(path: str | Path, fedavg_output: str | Path | None = None) -> Grid:
@@ -359,4 +372,9 @@ def load_grid(path: str | Path, fedavg_output: str | Path | None = None) -> Grid
     output = Path(fedavg_output or _typed((fedavg_table or {}).get("output", DEFAULT_FEDAVG_OUTPUT), str,
                                           "fedavg.output"))
     fedavg = parse_fedavg(fedavg_table, scale, settings, output) if fedavg_table is not None else []
-    return Grid(reconstructions, fedavg, output)
+    reconstructions, fedavg = link_trained_models(reconstructions, fedavg)
+    try:
+        plan = Plan.from_table(_typed(table["verdict"], dict, "verdict")) if "verdict" in table else None
+    except VerdictError as exc:
+        raise GridError(str(exc)) from None
+    return Grid(reconstructions, fedavg, output, plan)

@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from ..defenses import DEFENSES
 from ..files import Writer
 from ..metrics import DIVERGED_MSE
-from .report import title
 from .summary import WORST, Group
 
 
@@ -23,9 +22,11 @@ def _finite(values) -> bool:
 
 
 def _panels(count: int) -> tuple[Figure, list]:
-    columns = min(count, 2)
+    """One panel per experiment, stacked in one column 4 inches wide (with its legend below, within
+    soteria_lib.plotting.PHONE_WIDTH): a phone shows it whole."""
+    columns = 1
     rows = math.ceil(count / columns)
-    fig = Figure(figsize=(4.4 * columns, 3.3 * rows), layout="constrained")  # readable at ~700 px
+    fig = Figure(figsize=(4.0 * columns, 2.9 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).flatten().tolist()
     for ax in axes[count:]:
         ax.set_visible(False)
@@ -39,7 +40,7 @@ def _legend_below(fig: Figure, axes: list) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     if entries:
-        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=min(len(entries), 3),
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=min(len(entries), 2),
                    fontsize=8, frameon=False)
 
 
@@ -75,7 +76,7 @@ def mse_against_rate(groups: list[Group], metric: str = "mse") -> Figure:
             ax.axhline(DIVERGED_MSE, color="grey", linestyle="-.", linewidth=1, label="diverged above")
         ax.set_xlabel("pruning rate (%)")
         ax.set_ylabel(f"median {metric}")
-        ax.set_title(title(group, short=True), fontsize=10)
+        ax.set_title(group.title(short=True), fontsize=10)
     _legend_below(fig, axes)
     return fig
 
@@ -107,7 +108,7 @@ def mse_against_accuracy(groups: list[Group], accuracies: dict, metric: str = "m
                 ax.annotate(f"{strength:g}", (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(f"FedAvg test accuracy (%), {group.accuracy_dataset or 'none'}")
         ax.set_ylabel(f"median {metric}, plain attacker")
-        ax.set_title(title(group, short=True), fontsize=10)
+        ax.set_title(group.title(short=True), fontsize=10)
     _legend_below(fig, axes)
     return fig
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 
+from ..data import DATASETS
 from ..metrics import DIVERGED_MSE
 from .statistics import INTERVAL_RULE, MATCHING_RULE, Estimate
 from .summary import CAPPED_RULE, CONVENTIONS, PUBLISHED_GS_CIFAR10, REBUILT_RULE, VIEWS, WORST, Group
-
-DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -43,15 +42,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def dataset_name(name: str) -> str:
-    return DATASET_NAMES.get(name, name)
-
-
-def title(group: Group, short: bool = False) -> str:
-    """The experiment's name; ``short`` (figure panels) leaves out the scale and attack options."""
-    p = group.params
-    options = "" if p["attack_options"] == "{}" or short else f", options {p['attack_options']}"
-    scale = "" if short else f"{p['scale']} scale, "
-    return f"{p['attack'].upper()} on {dataset_name(p['dataset'])} ({scale}{p['max_iterations']} iterations{options})"
+    return DATASETS[name].title if name in DATASETS else name
 
 
 def accuracy_note(group: Group) -> str:
@@ -121,14 +112,39 @@ def rebuilt_verdict(groups: list[Group]) -> list[str]:
                   "worst case: verdict"], rows)
 
 
-NOISE_FAMILY = ("dp-gaussian", "dp-laplace", "dp-sgd")
+def short_verdict(groups: list[Group]) -> list[str]:
+    """The verdict in four narrow columns, one row per attack and dataset: how often the image was
+    rebuilt with no defense (plain attacker), and against the strongest Soteria setting that matched
+    a baseline's accuracy, by the attacker it was evaluated with (plain) and by the worst case of the
+    battery (attackers that know the defense). Chapter 5 states it; the full tables say the rest."""
+    def share(cell) -> str:
+        rebuilt = getattr(cell, "rebuilt", None)
+        return "–" if rebuilt is None else f"{100 * rebuilt.value:.0f} % ({round(rebuilt.value * rebuilt.n)}/{rebuilt.n})"
+    rows = []
+    for g in groups:
+        strongest = g.strongest_matched()  # g.cell(None, ...) is None: no Soteria setting matched
+        setting = "no Soteria setting matched" if strongest is None else strongest.label().replace("soteria", "Soteria")
+        rows.append([f"{g.params['attack'].upper()}, {dataset_name(g.params['dataset'])} ({setting})",
+                     share(g.cell(g.undefended())), share(g.cell(strongest)), share(g.cell(strongest, WORST))])
+    return table(["attack, dataset (Soteria)", "no defense", "Soteria, plain attacker",
+                  "Soteria, attacker that knows it"], rows)
+
+
+def pruning(info) -> bool:
+    """Baselines that prune (they leave exact zeros), by their registrations."""
+    return info.leaves_zeros
+
+
+def noise(info) -> bool:
+    """Baselines that add noise, by their registrations."""
+    return info.noise
 
 
 def _largest(comparisons, view: str, family) -> str:
-    """The largest ratio (point estimate) of ``view`` over baselines of ``family``, with its interval
-    and baseline."""
+    """The largest ratio (point estimate) of ``view`` over baselines whose registration satisfies
+    ``family``, with its interval and baseline."""
     found = [(c.ratios[view], c.baseline) for c in comparisons
-             if c.baseline.defense in family and c.ratios.get(view) is not None]
+             if family(c.baseline.info) and c.ratios.get(view) is not None]
     if not found:
         return "–"
     ratio, baseline = max(found, key=lambda item: item[0].value)
@@ -148,8 +164,8 @@ def claim_section(groups: list[Group]) -> list[str]:
         for view in VIEWS:  # g.cell(None, ...) is None: no Soteria setting matched
             rebuilt.append(fraction_text(getattr(g.cell(strongest, view), "rebuilt", None)))
         rows.append([g.params["attack"].upper(), dataset_name(g.params["dataset"]),
-                     _largest(g.comparisons, "plain", ("prune",)), _largest(g.comparisons, WORST, ("prune",)),
-                     _largest(g.comparisons, "plain", NOISE_FAMILY), _largest(g.comparisons, WORST, NOISE_FAMILY),
+                     _largest(g.comparisons, "plain", pruning), _largest(g.comparisons, WORST, pruning),
+                     _largest(g.comparisons, "plain", noise), _largest(g.comparisons, WORST, noise),
                      "–" if strongest is None else strongest.label(), *rebuilt])
     return table(["attack", "dataset", "largest ratio over pruning, plain", "over pruning, worst case",
                   "largest ratio over noise, plain", "over noise, worst case", "strongest matched Soteria",
@@ -185,7 +201,7 @@ def _cell_text(group: Group, setting, attacker: str) -> str:
 
 
 def group_section(group: Group, accuracies: dict) -> list[str]:
-    lines = [f"### {title(group)}", "", accuracy_note(group), "",
+    lines = [f"### {group.title()}", "", accuracy_note(group), "",
              "Median MSE [95 % CI] (runs; diverged) per attacker:", ""]
     lines += table(["defense", *group.attackers, "median PSNR, plain (dB)", "FedAvg accuracy"],
                    [[s.label(), *[_cell_text(group, s, a) for a in group.attackers],
@@ -217,7 +233,7 @@ def paper_section(groups: list[Group]) -> list[str]:
         found = True
         medians = {(s.defense, s.value, a): c.mse_normalized.value for (s, a), c in g.cells.items()}
         rates = sorted(set(PUBLISHED_GS_CIFAR10["soteria"]) | {v for d, v, _ in medians if d in ("soteria", "prune")})
-        lines += [f"{title(g)}; undefended median: {fmt(medians.get(('none', 0.0, 'plain')))} (the figure has none):",
+        lines += [f"{g.title()}; undefended median: {fmt(medians.get(('none', 0.0, 'plain')))} (the figure has none):",
                   ""]
         lines += table(["rate", "Soteria, paper", "Soteria, ours", "Soteria, ours, worst case", "pruning, paper",
                         "pruning, ours", "pruning, ours, worst case"],
@@ -247,7 +263,7 @@ def cost_section(groups: list[Group], sessions: list[dict]) -> list[str]:
     runs = [sum(c.runs for (_, a), c in g.cells.items() if a != WORST) for g in groups]
     lines = ["## Cost (measured)", ""]
     lines += table(["experiment", "runs", "CPU time", "per run"],
-                   [[title(g), str(n), f"{g.cpu_seconds / 60:.1f} min", f"{g.cpu_seconds / n:.2f} s"]
+                   [[g.title(), str(n), f"{g.cpu_seconds / 60:.1f} min", f"{g.cpu_seconds / n:.2f} s"]
                     for g, n in zip(groups, runs)])
     total = sum(g.cpu_seconds for g in groups)
     lines += ["", f"All reconstructions: {total / 3600:.2f} CPU-hours, i.e. {total / 7200:.2f} hours of wall time "

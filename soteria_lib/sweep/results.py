@@ -21,7 +21,6 @@ from pathlib import Path
 from ..defenses import DefenseSetting
 from ..files import append_whole, write_atomic
 from ..metrics import is_diverged
-from .grid import ReconstructionSpec, canonical_json
 
 
 class ResultsError(ValueError):
@@ -39,19 +38,27 @@ def optional_int(text: str) -> int | None:
     return int(text) if text else None
 
 
-# Column -> parser of its CSV text. The first eleven are the run's parameters (its resume key).
+def optional_float(text: str) -> float | None:
+    return float(text) if text else None
+
+
+# Column -> parser of its CSV text. The first twelve and the model are the run's parameters (its resume key): the
+# defense's settings are one JSON object (soteria_lib.defenses.DefenseSetting.to_json); the
+# attacked model's state is "init" (the attack's published initialisation) or a FedAvg global
+# model; ``local_steps`` is the number of SGD steps the shared update sums (1: one gradient).
 COLUMNS = {
     "attack": str, "dataset": str, "scale": str, "max_iterations": int, "attacker": str,
-    "attack_options": str, "defense": str, "pruning_rate": float, "noise": float, "target_id": int,
-    "seed": int,
-    "model": str, "model_options": str, "model_seed": int, "dummy_seed": int, "noise_seed": optional_int,
-    "label": int, "mse": float, "mse_normalized": float, "psnr": float, "ssim": float, "label_accuracy": float,
-    "matching_loss": float, "iterations": int, "stop_reason": str, "diverged": _bool, "seconds": float,
-    "cpu_seconds": float, "attack_seconds": float,
+    "attack_options": str, "defense": str, "defense_settings": str, "model_state": str, "local_steps": int,
+    "target_id": int, "seed": int,
+    "model": str, "model_options": str, "input_space": str, "model_seed": int, "dummy_seed": int, "defense_seed": optional_int,
+    "effective_rate": optional_float,
+    "label": int, "mse": float, "mse_normalized": float, "mse_trivial": optional_float, "psnr": float, "ssim": float,
+    "label_accuracy": float, "matching_loss": float, "iterations": int, "stop_reason": str, "diverged": _bool,
+    "seconds": float, "cpu_seconds": float, "attack_seconds": float,
     "device": str, "torch_version": str, "cpu_capability": str, "torch_threads": optional_int,
     "version": str, "commit": str, "finished_at": str,
 }
-KEY_COLUMNS = tuple(COLUMNS)[:11]
+KEY_COLUMNS = (*tuple(COLUMNS)[:12], "model", "model_options", "input_space")
 
 
 def format_value(value) -> str:
@@ -62,19 +69,27 @@ def format_value(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def result_row(spec: ReconstructionSpec, metrics: dict, seconds: float, cpu_seconds: float, commit: str) -> dict:
-    """A CSV row from :func:`~soteria_lib.pipeline.run_reconstruction`'s metrics; ``seconds`` is
+def canonical_json(options: dict) -> str:
+    """A mapping as one compact JSON object with sorted keys: a results row's options columns."""
+    return json.dumps(options, sort_keys=True, separators=(",", ":"))
+
+
+def result_row(spec, metrics: dict, seconds: float, cpu_seconds: float, commit: str) -> dict:
+    """A CSV row of ``spec`` (a :class:`~.specs.ReconstructionSpec`) from
+    :func:`~soteria_lib.pipeline.run_reconstruction`'s metrics; ``seconds`` is
     the whole run's wall time, ``cpu_seconds`` its CPU time (what it costs on a core of its own).
 
     Seeds, as ``run_reconstruction`` derives them: the model is built right after
     ``torch.manual_seed(seed)``, the attack draws its dummy from a generator seeded with ``seed``,
-    and a noise defense draws from ``setup.defense_params()["seed"]`` (``seed + 1``).
+    and a random defense draws from ``metrics["defense_seed"]`` (``seed + 1``).
     """
     mse = metrics["mse"] if math.isfinite(metrics["mse"]) else math.inf
     return {**spec.params(), "model": metrics["model"], "model_options": canonical_json(metrics["model_options"]),
-            "model_seed": spec.seed, "dummy_seed": spec.seed,
-            "noise_seed": spec.setup().defense_params().get("seed"), "label": metrics["label"],
-            "mse": mse, "mse_normalized": metrics["mse_normalized"], "psnr": metrics["psnr"],
+            "input_space": metrics["input_space"],
+            "model_seed": spec.seed, "dummy_seed": spec.seed, "defense_seed": metrics["defense_seed"],
+            "effective_rate": metrics["effective_rate"], "label": metrics["label"],
+            "mse": mse, "mse_normalized": metrics["mse_normalized"], "mse_trivial": metrics["mse_trivial"],
+            "psnr": metrics["psnr"],
             "ssim": metrics["ssim"], "label_accuracy": float(metrics["label_correct"]),
             "matching_loss": metrics["matching_loss"], "iterations": metrics["iterations"],
             "stop_reason": metrics["stop_reason"],
@@ -86,12 +101,9 @@ def result_row(spec: ReconstructionSpec, metrics: dict, seconds: float, cpu_seco
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def spec_from_row(row: dict) -> ReconstructionSpec:
-    """The run a parsed CSV row records, ready to be run again."""
-    return ReconstructionSpec(row["attack"], row["dataset"], row["scale"], row["max_iterations"], row["attacker"],
-                              json.loads(row["attack_options"]),
-                              DefenseSetting.of(row["defense"], row["pruning_rate"], row["noise"]),
-                              row["target_id"], row["seed"])
+def setting_of(row: dict) -> DefenseSetting:
+    """The defense setting a parsed row (or a FedAvg record) stores."""
+    return DefenseSetting.from_json(row["defense"], row["defense_settings"])
 
 
 def _line(values: list[str]) -> str:

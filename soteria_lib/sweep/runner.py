@@ -35,7 +35,8 @@ from .. import __version__
 from ..attacks import attack_info
 from ..data import load_dataset
 from ..defenses.soteria import keep_recent_norms, recent_norms
-from ..federated import read_result
+from ..extensions import load_extensions
+from ..federated import read_result, snapshot_path
 from ..files import WriteFailed, signals_deferred, write_json
 from . import cluster
 from .tasks import RunFailed, run_task
@@ -99,7 +100,7 @@ def plan(grid: Grid, csv_path: Path, data_root: str | None = None) -> Plan:
     """The runs of ``grid`` that neither ``csv_path`` nor the FedAvg folder holds yet. Every check
     (FedAvg options and folders, datasets, the CSV's columns) comes before the CSV is touched."""
     result = Plan()
-    for spec in sorted(grid.fedavg, key=lambda s: s.setting.defense != "soteria"):  # Soteria is slowest
+    for spec in grid.fedavg:
         if is_done(spec):  # raises on a cell of another configuration
             result.skipped_fedavg += 1
         else:
@@ -128,7 +129,28 @@ def is_done(spec: FedAvgSpec) -> bool:
         if stored.get(key) != value:
             raise GridError(f"{path} was written for {key} = {stored.get(key)!r}, the grid asks for {value!r}; "
                             "remove it or choose another FedAvg output folder")
+    diverged = stored.get("diverged_round")  # a run that diverged keeps no model from that round on
+    missing = [k for k in spec.snapshots if not snapshot_path(spec.folder(), k).exists()
+               and (diverged is None or k < diverged)]
+    if missing:
+        raise GridError(f"{spec.folder()} lacks the global model of round {missing[0]} that attacks read; remove "
+                        "the folder to train it again")
     return True
+
+
+def waves(tasks: list) -> list[list]:
+    """The tasks in the order they may run: FedAvg cells and runs on initial models first, then the
+    runs on the global models those cells keep (each wave finishes before the next starts)."""
+    trained = [t for t in tasks if getattr(t, "model_file", None) is not None]
+    first = [t for t in tasks if getattr(t, "model_file", None) is None]
+    return [wave for wave in (first, trained) if wave]
+
+
+def without_models(wave: list) -> tuple[list, list]:
+    """``(runnable, skipped)``: runs on a global model that its FedAvg cell never produced (training
+    diverged before that round) cannot run; the session log counts them, and no row is written."""
+    skipped = [t for t in wave if getattr(t, "model_file", None) is not None and not Path(t.model_file).exists()]
+    return [t for t in wave if t not in skipped], skipped
 
 
 def _init_worker(threads: int, parent: int | None = None) -> None:
@@ -139,6 +161,7 @@ def _init_worker(threads: int, parent: int | None = None) -> None:
     torch.set_num_threads(threads)
     if parent is None:
         return
+    load_extensions()  # a spawned worker registers the extensions' defenses and attacks again
     keep_recent_norms(RECENT_NORMS)  # runs on one model and image follow each other (plan)
     # tqdm's default lock is a named semaphore; a worker stopped by a signal would leak it
     tqdm.set_lock(threading.RLock())
@@ -217,7 +240,8 @@ def execute(sweep: Plan, csv_path: Path, workers: int = 1, threads: int | None =
                "threads_per_worker": threads, "device": device, "commit": "unknown", "version": __version__,
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "runs_skipped": sweep.skipped_runs, "fedavg_skipped": sweep.skipped_fedavg,
-               "runs_done": 0, "fedavg_done": 0, "status": "started", "load_average_start": _load_average()}
+               "runs_done": 0, "fedavg_done": 0, "runs_without_model": 0, "status": "started",
+               "load_average_start": _load_average()}
     earlier, start, bar = read_sessions(csv_path), time.perf_counter(), None
     try:
         write_json(sessions_path(csv_path), [*earlier, session])
@@ -225,16 +249,19 @@ def execute(sweep: Plan, csv_path: Path, workers: int = 1, threads: int | None =
             on_start()
         session["commit"] = commit = git_commit()
         bar = tqdm(total=len(sweep.tasks), desc="sweep", unit="run", disable=not progress, smoothing=0.05)
-        for task, rows in BACKENDS[backend](sweep.tasks, workers, threads, device, data_root, commit, address,
-                                            verbose):
-            if isinstance(task, FedAvgSpec):
-                session["fedavg_done"] += 1
-            else:
-                with signals_deferred():  # a row on disk is a run counted: Ctrl-C comes before or after both
-                    sweep.table.append_rows(csv_path, rows)
-                    session["runs_done"] += 1
-            bar.update()
-            bar.set_postfix_str(task.describe(), refresh=False)
+        for wave in waves(sweep.tasks):
+            wave, skipped = without_models(wave)
+            session["runs_without_model"] += len(skipped)
+            bar.update(len(skipped))
+            for task, rows in BACKENDS[backend](wave, workers, threads, device, data_root, commit, address, verbose):
+                if isinstance(task, FedAvgSpec):
+                    session["fedavg_done"] += 1
+                else:
+                    with signals_deferred():  # a row on disk is a run counted: Ctrl-C comes before or after both
+                        sweep.table.append_rows(csv_path, rows)
+                        session["runs_done"] += 1
+                bar.update()
+                bar.set_postfix_str(task.describe(), refresh=False)
         session["status"] = "complete"
     except KeyboardInterrupt:
         session["status"] = "interrupted"

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..attacks.battery import ATTACKERS
+from ..data import DATASETS
 from ..defenses import DefenseSetting
 from ..federated import read_results
 from ..metrics import DIVERGED_MSE, REBUILT_PSNR, is_rebuilt
 from ..quantiles import quantile
-from .grid import Grid, canonical_json
-from .results import RESULTS, read_rows
+from .grid import Grid
+from .results import RESULTS, canonical_json, read_rows, setting_of
 from .statistics import (INTERVAL_RULE, MATCHING_RULE, Estimate, difference_interval, matches, mean_interval,
                          median_interval, proportion_interval, ratio_interval)
 
@@ -116,7 +117,7 @@ def epsilon_of(setting: DefenseSetting, runs: list[dict]) -> float | None:
     budgets = [m["privacy"]["epsilon"] for m in runs if m.get("privacy")]
     if budgets:
         return max(budgets)
-    return math.inf if setting.info.family == "noise" else None
+    return math.inf if setting.info.noise else None
 
 
 @dataclass
@@ -164,6 +165,14 @@ class Group:
     comparisons: list[Comparison]
     equal_rate: list[dict]
     cpu_seconds: float  # summed over the group's runs: its cost on dedicated cores
+
+    def title(self, short: bool = False) -> str:
+        """The experiment's name; ``short`` (figure panels) leaves out the scale and attack options."""
+        p = self.params
+        options = "" if p["attack_options"] == "{}" or short else f", options {p['attack_options']}"
+        scale = "" if short else f"{p['scale']} scale, "
+        name = DATASETS[p["dataset"]].title if p["dataset"] in DATASETS else p["dataset"]
+        return f"{p['attack'].upper()} on {name} ({scale}{p['max_iterations']} iterations{options})"
 
     def cell(self, setting: DefenseSetting, attacker: str = "plain") -> Cell | None:
         return self.cells.get((setting, attacker))
@@ -282,7 +291,7 @@ def read_accuracies(root: str | Path) -> dict[tuple[str, DefenseSetting], Accura
     found: dict[tuple, list[dict]] = {}
     for stored in read_results(root).values():
         try:
-            setting = DefenseSetting.of(stored["defense"], stored.get("pruning_rate"), stored.get("noise"))
+            setting = setting_of(stored)
         except ValueError:
             continue
         found.setdefault((stored["dataset"], setting), []).append(stored)
@@ -337,7 +346,7 @@ def summarize(csv_path: str | Path, fedavg_root: str | Path, grid: Grid | None =
     grouped: dict[tuple, dict[tuple, list[dict]]] = {}
     for row in rows:
         key = tuple(row[c] for c in GROUP_COLUMNS)
-        setting = DefenseSetting.of(row["defense"], row["pruning_rate"], row["noise"])
+        setting = setting_of(row)
         grouped.setdefault(key, {}).setdefault((setting, row["attacker"]), []).append(row)
     groups = []
     for key, by_cell in grouped.items():

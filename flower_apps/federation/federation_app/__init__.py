@@ -1,0 +1,1 @@
+"""The library's FedAvg as a Flower App (see soteria_lib.flower)."""

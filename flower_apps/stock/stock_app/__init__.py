@@ -1,0 +1,1 @@
+"""A stock Flower App with the soteria-book's client mod and curious server dropped in."""

@@ -1,0 +1,114 @@
+"""The verdict's statistics on hand-made data with known answers (issue 26): the two-stage
+bootstrap, Hodges-Lehmann, Newcombe's paired interval, Holm, the frontier, non-inferiority, and
+the verdict itself on a hand-made sweep."""
+import math
+
+import numpy as np
+import pytest
+
+from soteria_lib.defenses import DefenseSetting
+from soteria_lib.sweep.inference import (frontier, hodges_lehmann, holm, mcnemar_p, newcombe_interval,
+                                         non_inferior, two_stage_interval)
+from soteria_lib.sweep.statistics import mean_interval
+from soteria_lib.sweep.summary import Accuracy
+from soteria_lib.sweep.verdict import WORST, Plan, build, effective_psnr
+
+
+def test_hodges_lehmann_is_the_median_of_walsh_averages():
+    assert hodges_lehmann([1, 2, 3, 10]) == 2.75  # Walsh averages 1, 1.5, 2, 2.5, 2, 2.5, 5.5, 3, 6.5, 10
+    assert hodges_lehmann([-4.0]) == -4.0
+    assert hodges_lehmann([0, 0, 0, 100]) == 0  # robust to one runaway run
+
+
+def test_the_second_stage_resamples_only_within_drawn_seeds():
+    # Each seed's images are identical, so only the first stage varies: the interval of the mean
+    # is the spread of means of seeds drawn with replacement, inside [min, max] of the seed values.
+    by_seed = {0: [0.0] * 10, 1: [0.5] * 10, 2: [1.0] * 10}
+    found = two_stage_interval(by_seed, np.mean)
+    assert found.value == 0.5 and found.seeds == 3 and found.n == 30
+    assert 0.0 <= found.low < 0.5 < found.high <= 1.0
+    naive = two_stage_interval({i: [v] for i, v in enumerate([0.0] * 10 + [0.5] * 10 + [1.0] * 10)}, np.mean)
+    assert found.high - found.low > 2 * (naive.high - naive.low)  # clusters widen the interval
+
+
+def test_an_effect_in_every_seed_is_resolved_and_none_is_not():
+    rng = np.random.default_rng(1)
+    shifted = {s: list(3 + rng.normal(size=10)) for s in range(3)}
+    centred = {s: list(rng.normal(size=10)) for s in range(3)}
+    assert two_stage_interval(shifted, hodges_lehmann).side() == "above"
+    assert two_stage_interval(shifted, hodges_lehmann).p < 0.01
+    assert two_stage_interval(centred, hodges_lehmann).side() is None
+
+
+def test_newcombe_and_mcnemar_on_paired_outcomes():
+    first = [True] * 10 + [False] * 10
+    second = [True] * 5 + [False] * 15  # the 5 successes of the second are among the first's
+    found = newcombe_interval(first, second)
+    assert found.value == pytest.approx(0.25) and found.n == 20
+    assert 0 < found.low < 0.25 < found.high < 0.5
+    assert found.p == pytest.approx(mcnemar_p(5, 0)) == pytest.approx(0.0625)
+    same = newcombe_interval(first, first)
+    assert same.value == 0 and same.low <= 0 <= same.high and same.p == 1.0
+    assert newcombe_interval([True] * 8, [False] * 8).low > 0.5
+
+
+def test_holm_steps_down_and_keeps_order():
+    assert holm([0.01, 0.04, 0.03, None, 0.5]) == [0.04, 0.09, 0.09, None, 0.5]
+    assert holm([0.2]) == [0.2]
+
+
+def test_the_frontier_keeps_the_settings_no_other_beats():
+    points = [("a", 0.90, 0.5), ("b", 0.80, 0.2), ("c", 0.70, 0.3), ("d", 0.95, 0.9), ("e", 0.90, 0.6)]
+    assert frontier(points) == ["b", "a", "d"]  # c is beaten by b, e by a
+
+
+def test_non_inferiority_uses_the_lower_one_sided_bound():
+    ok, lower = non_inferior([0.90, 0.91, 0.92], [0.90, 0.91, 0.92], 0.02)
+    assert ok and -0.02 < lower < 0
+    assert not non_inferior([0.90, 0.91, 0.92], [0.90, 0.91, 0.92], 0.01)[0]  # three seeds cannot show 1 point
+    assert not non_inferior([0.85, 0.86, 0.87], [0.90, 0.91, 0.92], 0.01)[0]
+    assert non_inferior([0.895], [0.9], 0.01) == (True, pytest.approx(-0.005))
+
+
+def _row(defense, settings, attacker, seed, image, psnr):
+    return {"attack": "dlg", "dataset": "mnist", "scale": "reference", "max_iterations": 10, "attack_options": "{}",
+            "model": "lenet", "model_options": "{}", "input_space": "pixels", "model_state": "init", "local_steps": 1,
+            "defense": defense, "defense_settings": settings, "attacker": attacker, "seed": seed, "target_id": image,
+            "psnr": psnr, "mse": 10 ** (-psnr / 10), "mse_trivial": 0.1, "effective_rate": None, "cpu_seconds": 1.0}
+
+
+def _accuracy(setting, values):
+    return Accuracy("mnist", setting, values, list(range(len(values))), mean_interval(values), "lenet", "reference",
+                    100, 5, 0)
+
+
+def test_the_verdict_of_a_hand_made_sweep():
+    """Soteria at 80 % is rebuilt in 4 of 12 runs by its worst-case attacker (the plain one never);
+    pruning at 60 % (as accurate) in 12 of 12, pruning at 80 % (less accurate) in none."""
+    soteria, p60, p80 = DefenseSetting("soteria", 80), DefenseSetting("prune", 60), DefenseSetting("prune", 80)
+    rows = []
+    for seed in range(3):
+        for image in range(4):
+            rows.append(_row("soteria", soteria.to_json(), "plain", seed, image, 5.0))
+            rows.append(_row("soteria", soteria.to_json(), "layer-dropping", seed, image, 30.0 if image == 0 else 5.0))
+            rows.append(_row("prune", p60.to_json(), "plain", seed, image, 25.0))
+            rows.append(_row("prune", p80.to_json(), "plain", seed, image, 8.0))
+    accuracies = {("mnist", soteria): _accuracy(soteria, [0.90, 0.91, 0.90]),
+                  ("mnist", p60): _accuracy(p60, [0.905, 0.91, 0.90]),
+                  ("mnist", p80): _accuracy(p80, [0.80, 0.81, 0.79])}
+    plan = Plan(soteria, ("prune",))
+    [experiment] = build(rows, accuracies, plan)
+    assert experiment.cell(soteria).rebuilt[20.0].value == pytest.approx(1 / 4)  # image 0, every seed
+    assert experiment.cell(soteria, "plain").rebuilt[20.0].value == 0
+    [comparison] = experiment.comparisons
+    assert comparison.baseline == p60 and comparison.eligible  # chosen by accuracy, the strongest as accurate
+    assert comparison.rebuilt.value == pytest.approx(0.75) and comparison.verdict() == "Soteria leaks less"
+    assert comparison.adjusted_p == comparison.rebuilt.p  # a family of one
+    assert comparison.psnr.value == pytest.approx(15.0)  # 25 dB against the trivial floor of 10 dB
+
+
+def test_psnr_is_clipped_to_the_trivial_guess_and_the_ceiling():
+    row = {"psnr": -30.0, "mse_trivial": 0.1}
+    assert effective_psnr(row) == pytest.approx(10.0)
+    assert effective_psnr({"psnr": math.inf, "mse_trivial": 0.1}) == 60.0
+    assert WORST == "worst case"
