@@ -2,26 +2,19 @@
 file with every page of the table of contents, in order, each chapter's title and its figures."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import unicodedata
 from pathlib import Path
 
 import pytest
+from repo_tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SITES = {"book": ROOT / "_build" / "html", "student": ROOT / "_build" / "student" / "html"}
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("book_pdf", ROOT / "tools" / "book_pdf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-book_pdf = _tool()
+book_pdf = load_tool("book_pdf")
 
 
 def _words(text: str) -> str:

@@ -10,26 +10,13 @@ import pytest
 
 from processes import (alive, children, finish, handlers_installed, interrupt, run_main, spawned_workers, start,
                        wait_until)
+from tiny_grids import TWO_CELLS
 
 from soteria_lib import experiments
-from soteria_lib.sweep import runner, tasks
+from soteria_lib.sweep import runner
 from soteria_lib.sweep.grid import ReconstructionSpec
 from soteria_lib.sweep.results import prepare, read_rows
 
-# Two cells (no defense, Soteria 40 %) of one run each on the embedded photograph: no dataset needed.
-TWO_CELLS = """
-scale = "teaching"
-images = [-1]
-seeds = [0]
-
-[defenses]
-none = true
-soteria = [40]
-
-[attacks.dlg]
-datasets = ["mnist"]
-max_iterations = 2
-"""
 
 
 def _write(path: Path, text: str) -> Path:

@@ -2,25 +2,18 @@
 the execution time the build measured, read from book/timings.json (tools/course_plan.py)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+from repo_tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("course_plan", ROOT / "tools" / "course_plan.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plan = _tool()
+plan = load_tool("course_plan")
 PAGE = (ROOT / "book" / "course_plan.md").read_text()
 GOOD = {"machine": "a 2-core test machine", "measured": "2026-12-07", "load": "idle",
         "chapters": {"notebooks/01_a.ipynb": 45.2, "notebooks/02_b.ipynb": 318}}

@@ -16,38 +16,17 @@ from pathlib import Path
 
 import pytest
 from processes import run_main
+from tiny_grids import STUDY, TWO_CELLS, with_seeds
 
 from soteria_lib import experiments, fedavg, files, reconstruct
 from soteria_lib.sweep import results, runner
 from soteria_lib.sweep.budget_study import STUDY_TABLE
 from soteria_lib.sweep.results import read_rows
 
-# Two cells of one short DLG run each on the embedded photograph: no dataset needed. ROWS has ten
-# runs a cell, whose rows fill more than a page of the CSV (tmpfs allocates space a page at a time).
-GRID = """
-scale = "teaching"
-images = [-1]
-seeds = [0]
-
-[defenses]
-none = true
-soteria = [40]
-
-[attacks.dlg]
-datasets = ["mnist"]
-max_iterations = 2
-"""
-ROWS = GRID.replace("seeds = [0]", f"seeds = {list(range(10))}").replace("max_iterations = 2", "max_iterations = 1")
-STUDY = """
-images = [-1]
-seeds = [0]
-
-[studies.dlg]
-attack = "dlg"
-datasets = ["mnist"]
-max_iterations = 2
-every = 1
-"""
+# ROWS has ten runs a cell, whose rows fill more than a page of the CSV (tmpfs allocates space a
+# page at a time).
+GRID = TWO_CELLS
+ROWS = with_seeds(GRID, 10).replace("max_iterations = 2", "max_iterations = 1")
 NO_SPACE = os.strerror(errno.ENOSPC)
 
 

@@ -5,7 +5,6 @@ mistake."""
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -13,18 +12,12 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from repo_tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _labs():
-    spec = importlib.util.spec_from_file_location("labs", ROOT / "tools" / "labs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-labs = _labs()
+labs = load_tool("labs")
 MASTERS = labs.masters()
 # One typical mistake per lab: the answer cell defining NAME replaced by SOURCE must lose points on
 # QUESTION, with the failure message of the test written for it, and nowhere else.

@@ -10,35 +10,14 @@ from pathlib import Path
 
 import pytest
 from processes import finish, interrupt, run_main, start, wait_for_output
+from tiny_grids import STUDY, TWO_CELLS, with_seeds
 
 from soteria_lib import experiments
 from soteria_lib.files import FileInUse, lock_path, one_writer
 from soteria_lib.sweep import runner
 from soteria_lib.sweep.results import read_rows, run_key
 
-GRID = """
-scale = "teaching"
-images = [-1]
-seeds = [0, 1, 2, 3, 4, 5]
-
-[defenses]
-none = true
-soteria = [40]
-
-[attacks.dlg]
-datasets = ["mnist"]
-max_iterations = 2
-"""
-STUDY = '''
-images = [-1]
-seeds = [0]
-
-[studies.dlg]
-attack = "dlg"
-datasets = ["mnist"]
-max_iterations = 2
-every = 1
-'''
+GRID = with_seeds(TWO_CELLS, 6)
 
 
 def _keys(csv: Path) -> list[tuple]:

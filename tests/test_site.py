@@ -38,7 +38,6 @@ Without a built site or without Chromium these tests skip, saying why; with
 from __future__ import annotations
 
 import functools
-import importlib.util
 import http.server
 import os
 import threading
@@ -46,7 +45,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
+from repo_tools import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "_build" / "html"
@@ -67,29 +66,7 @@ VERDICT_TABLE = "section:has(> #soteria-verdict) table"  # the table of the sect
 SLIDER_PAGES = ("notebooks/04_", "notebooks/05_")
 FRAME_SLIDER = ".soteria-frame-slider"  # soteria_lib.widgets.FRAME_SLIDER_CLASS
 ERROR_OUTPUTS = ".output.traceback, .output.error, .output.stderr"
-
-
-def _site_scripts():
-    """tools/site_scripts.py, the Sphinx extension whose scripts these pages run."""
-    spec = importlib.util.spec_from_file_location("site_scripts", REPO / "tools" / "site_scripts.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def toc_pages(toc: Path = REPO / "_toc.yml") -> list[str]:
-    """Every document of a Jupyter Book table of contents, root first, without suffix."""
-    def walk(node):
-        if isinstance(node, list):
-            for item in node:
-                yield from walk(item)
-        elif isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    yield str(node[key]).removesuffix(".md").removesuffix(".ipynb")
-            for value in node.values():
-                yield from walk(value)
-    return list(dict.fromkeys(walk(yaml.safe_load(toc.read_text()))))
+toc_pages = load_tool("book_pdf").toc_pages
 
 
 def _unavailable(reason: str):
@@ -282,7 +259,7 @@ _UNLABELLED_IMAGES = """() => [...document.querySelectorAll('.cell_output img')]
     !img.closest('.jupyter-widgets, .widget-subarea') && (!img.closest('figure')
         || !img.alt || /^[0-9a-f]{16,}/.test(img.alt) || /\\.(png|svg|jpe?g)$/.test(img.alt))
 ).map(img => img.alt || img.src.slice(-40))"""
-LEGIBLE_SCALE = _site_scripts().LEGIBLE_SCALE
+LEGIBLE_SCALE = load_tool("site_scripts").LEGIBLE_SCALE
 # Visible output images (figures and slider frames) drawn below the given fraction of their
 # natural width: their text would shrink below legibility (tools/site_scripts.py).
 _SHRUNKEN_IMAGES = """(scale) => [...document.querySelectorAll('.cell_output img')].filter(img =>

@@ -3,7 +3,6 @@ student site's download button give students carry every exercise, no solution a
 are current with the chapters and the numbers of the built book."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -11,18 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo_tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("student_edition", ROOT / "tools" / "student_edition.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-edition = _tool()
+edition = load_tool("student_edition")
 CHAPTERS = edition.toc_notebooks()
 REFERENCES = {
     "equations": {"eq-dlg": "2.2"},

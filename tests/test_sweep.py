@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from soteria_lib.defenses import DefenseSetting
-from soteria_lib.sweep import runner, tasks
+from soteria_lib.sweep import runner
 from soteria_lib.sweep.grid import FedAvgSpec, GridError, load_grid
 from soteria_lib.quantiles import quantile
 from soteria_lib.sweep.results import read_rows

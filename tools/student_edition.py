@@ -253,6 +253,24 @@ def student_config(config: dict) -> dict:
     return config
 
 
+INCLUDE = re.compile(r"^```\{include\}\s+(\S+)", re.M)
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def copy_included(source: Path) -> None:
+    """Copy into ``source`` the files that the book's pages include from outside ``book/`` (the
+    results appendix includes ``results/reference_summary.md``) and the images those files show."""
+    for page in sorted((ROOT / "book").glob("*.md")):
+        for target in INCLUDE.findall(page.read_text()):
+            included = (page.parent / target).resolve()
+            files = [included] + [(included.parent / image).resolve() for image in IMAGE.findall(included.read_text())
+                                  if "://" not in image]
+            for path in files:
+                copy = source / path.relative_to(ROOT)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, copy)
+
+
 def build_site() -> Path:
     """Build the student edition into ``_build/student/html`` from the main build in ``_build``;
     refresh ``student/``. Returns the site's index.html."""
@@ -269,6 +287,7 @@ def build_site() -> Path:
     source.mkdir(parents=True)
     shutil.copy2(ROOT / "_toc.yml", source / "_toc.yml")
     shutil.copytree(ROOT / "book", source / "book")
+    copy_included(source)
     config = student_config(yaml.safe_load((ROOT / "_config.yml").read_text()))
     (source / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     for docname in toc_notebooks():
