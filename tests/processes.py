@@ -104,6 +104,19 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+def named(title: str) -> list[int]:
+    """The processes whose command line starts with ``title`` (Ray names its workers by the task
+    they run, e.g. ``ray::_run_on_worker``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(title.encode()):
+                pids.append(int(entry.name))
+        except OSError:  # ended meanwhile
+            continue
+    return pids
+
+
 def finish(process: subprocess.Popen, timeout: float = WAIT) -> tuple[int, str]:
     """Wait for the process; its exit code and the rest of its stderr."""
     _, err = process.communicate(timeout=timeout)

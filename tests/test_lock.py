@@ -6,6 +6,7 @@ The installed-versions test reads this environment: it fails where the set-up di
 from the lock (a package missing, at another version, or installed beside it)."""
 import importlib.metadata
 import re
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -55,8 +56,16 @@ def test_the_lock_holds_every_top_level_pin():
             assert locked.get(name) == version, f"{name}=={version} of {path.name} is not locked: run tools/lock.sh"
 
 
+def _installed() -> dict[str, str]:
+    """What is installed in this environment's site-packages. Not every distribution on sys.path:
+    importing Ray puts its vendored copies (ray/thirdparty_files: colorama, ...) on the path, and
+    they are Ray's files, not packages the set-up installed."""
+    folders = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    return {_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=folders)}
+
+
 def test_every_installed_package_is_the_locked_version():
-    installed = {_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    installed = _installed()
     locked = _locked()
     cpu = installed.get("torch", "").endswith("+cpu")  # SOTERIA_TORCH=cpu: PyTorch's CPU build
     for name, version in locked.items():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import finish, free_port, interrupt, run_main, start, wait_until
+from processes import finish, free_port, interrupt, named, run_main, start, wait_until
 
 from soteria_lib import experiments
 from soteria_lib import ray_cluster
@@ -94,6 +94,8 @@ def test_ctrl_c_stops_a_ray_sweep_keeps_its_rows_and_a_resume_completes_it(tmp_p
     returncode, err = finish(process)
     assert returncode == 130 and "Traceback" not in err, err
     assert "Warning" not in err, err  # Ray's FutureWarning on GPU variables, printed at every start, is kept off
+    # the driver's job ended with it: the cluster stops the sweep's tasks still running
+    wait_until(lambda: not named("ray::_run_on_worker"), timeout=60, what="the sweep's Ray tasks stopped")
     kept = read_rows(csv)
     assert 1 <= len(kept) < 90 and len(_by_key(kept)) == len(kept)
     assert runner.read_sessions(csv)[-1]["status"] == "interrupted"

@@ -69,8 +69,9 @@ def finished(tasks: list, workers: int, threads: int, device: str, data_root: st
             except ray.exceptions.RayError as exc:  # the worker died more often than MAX_RETRIES
                 raise RunFailed(task, exc) from exc
             yield task, rows
-    finally:
-        for ref in pending:  # stopped early: what is still running is not finished work
-            ray.cancel(ref, force=True)
+    finally:  # stopped early, what is still running is not finished work
         if started_here:
-            ray.shutdown()
+            ray.shutdown()  # ends this driver's job, and the cluster stops the job's tasks with it
+        else:  # the caller's Ray: leave it connected (a forced cancel can race a finishing task and abort Ray)
+            for ref in pending:
+                ray.cancel(ref)
