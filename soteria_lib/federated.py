@@ -307,6 +307,9 @@ class FedAvgExperiment:
         """The defense of every client step; a seeded one draws from the training seed + 1."""
         return self.setting().build(self.training.seed)
 
+    def __hash__(self) -> int:  # a frozen value, but its dict fields cannot be hashed as they are
+        return hash(json.dumps(asdict(self), sort_keys=True))
+
     def identity(self) -> dict:
         """The fields of ``metrics.json`` that say which run it is (a finished run is reused only
         for the same identity, and a checkpoint resumed only by it)."""

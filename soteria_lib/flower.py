@@ -28,6 +28,7 @@ Needs the extra: ``pip install 'soteria-lib[flower]'``.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -124,20 +125,12 @@ def defense_settings(config) -> tuple[str, dict]:
                                "clip": _setting(config, "clip")}
 
 
-_CLIENT_DATA: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
+@functools.lru_cache(maxsize=4)
 def client_data(federation: Federation, partition: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The examples of client ``partition``, loaded once per process (for the last four asked; a
-    federation holds dicts, so it is keyed by its ``repr``)."""
-    key = (repr(federation), partition)
-    if key not in _CLIENT_DATA:
-        inputs, labels = federation.split(train=True)
-        index = client_parts(labels, federation.experiment.training)[partition]
-        while len(_CLIENT_DATA) >= 4:
-            _CLIENT_DATA.pop(next(iter(_CLIENT_DATA)))
-        _CLIENT_DATA[key] = inputs[index], labels[index]
-    return _CLIENT_DATA[key]
+    """The examples of client ``partition`` (loaded once per process)."""
+    inputs, labels = federation.split(train=True)
+    index = client_parts(labels, federation.experiment.training)[partition]
+    return inputs[index], labels[index]
 
 
 def local_steps(examples: int, training: FedAvgConfig) -> int:
