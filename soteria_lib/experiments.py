@@ -45,7 +45,8 @@ from .sweep.results import ResultsError
 from .ray_cluster import RayMissing, require_ray
 from .sweep.runner import BACKENDS, RunFailed, execute, plan, read_sessions
 from .sweep.results import RESULTS, read_rows
-from .sweep.summary import missing_cells, read_accuracies, summarize, to_json
+from .sweep.accuracy import read_accuracies
+from .sweep.summary import missing_cells, summarize, to_json
 from .sweep.verdict import WORST, build as build_verdict
 from .sweep.verdict_report import figure_writer as verdict_figure_writer, render as render_verdict
 

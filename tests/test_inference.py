@@ -9,8 +9,8 @@ import pytest
 from soteria_lib.defenses import DefenseSetting
 from soteria_lib.sweep.inference import (frontier, hodges_lehmann, holm, mcnemar_p, newcombe_interval,
                                          non_inferior, two_stage_interval)
+from soteria_lib.sweep.accuracy import Accuracy, late_gain
 from soteria_lib.sweep.statistics import mean_interval
-from soteria_lib.sweep.summary import Accuracy
 from soteria_lib.sweep.verdict import WORST, Plan, build, effective_psnr
 
 
@@ -68,6 +68,18 @@ def test_non_inferiority_uses_the_lower_one_sided_bound():
     assert not non_inferior([0.90, 0.91, 0.92], [0.90, 0.91, 0.92], 0.01)[0]  # three seeds cannot show 1 point
     assert not non_inferior([0.85, 0.86, 0.87], [0.90, 0.91, 0.92], 0.01)[0]
     assert non_inferior([0.895], [0.9], 0.01) == (True, pytest.approx(-0.005))
+
+
+def test_late_gain_reads_the_last_quarter_of_each_history():
+    def run(accuracies):
+        return {"history": [{"round": t, "accuracy": a} for t, a in enumerate(accuracies)]}
+    rising = run([0.1 + 0.01 * t for t in range(41)])  # 1 point a round to the end
+    level = run([0.1] * 20 + [0.4] * 21)  # flat over rounds 30-40
+    assert late_gain([rising]) == pytest.approx(0.01)
+    assert late_gain([level]) == 0
+    assert late_gain([rising, level]) == pytest.approx(0.005)  # the mean over seeds
+    assert late_gain([run([0.1, 0.3])]) == pytest.approx(0.2)  # one round: k = 1
+    assert late_gain([run([0.1])]) is None and late_gain([{}]) is None
 
 
 def _row(defense, settings, attacker, seed, image, psnr):

@@ -139,7 +139,7 @@ def test_the_summary_shows_epsilon_beside_each_noise_setting(tmp_path):
     from soteria_lib.defenses import DefenseSetting
     from soteria_lib.sweep.grid import FedAvgSpec
     from soteria_lib.sweep.report import accuracy_section
-    from soteria_lib.sweep.summary import read_accuracies
+    from soteria_lib.sweep.accuracy import read_accuracies
 
     for setting, privacy_record in ((DefenseSetting("dp-sgd", 1.0), {"epsilon": 2.5, "delta": 1e-5}),
                                     (DefenseSetting("dp-gaussian", 0.1), None), (DefenseSetting("soteria", 60.0), None)):

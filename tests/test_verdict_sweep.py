@@ -70,6 +70,12 @@ def test_a_tiny_verdict_sweep_runs_resumes_and_summarises(tmp_path, data_root):
     record = json.loads(summary.with_suffix(".json").read_text())
     states = {e["model_state"] for e in record["experiments"]}
     assert states == {"init", "round:1"}
+    assert {f["label"] for f in record["fedavg"]} == {f.setting.label() for f in loaded.fedavg}
+    for fedavg in record["fedavg"]:  # one round: what it still gained is its whole gain, over the seeds
+        cells = [f for f in loaded.fedavg if f.setting.label() == fedavg["label"]]
+        histories = [json.loads((f.folder() / "metrics.json").read_text())["history"] for f in cells]
+        gains = [h[1]["accuracy"] - h[0]["accuracy"] for h in histories]
+        assert len(gains) == 2 and fedavg["late_gain"] == pytest.approx(sum(gains) / 2)
 
 
 def test_runs_on_a_model_a_diverged_training_never_kept_are_skipped(tmp_path):

@@ -18,8 +18,6 @@ its interval (:data:`~.statistics.INTERVAL_RULE`).
 """
 from __future__ import annotations
 
-import math
-
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +25,17 @@ from pathlib import Path
 from ..attacks.battery import ATTACKERS
 from ..data import DATASETS
 from ..defenses import DefenseSetting
-from ..federated import read_results
 from ..metrics import DIVERGED_MSE, REBUILT_PSNR, is_rebuilt
 from ..quantiles import quantile
+from .accuracy import Accuracy, accuracy_dataset, read_accuracies
 from .grid import Grid
 from .results import RESULTS, canonical_json, read_rows, setting_of
-from .statistics import (INTERVAL_RULE, MATCHING_RULE, Estimate, difference_interval, matches, mean_interval,
-                         median_interval, proportion_interval, ratio_interval)
+from .statistics import (INTERVAL_RULE, MATCHING_RULE, Estimate, difference_interval, matches, median_interval,
+                         proportion_interval, ratio_interval)
 
 GROUP_COLUMNS = ("attack", "dataset", "scale", "max_iterations", "attack_options")
 WORST = "worst case"
 VIEWS = ("plain", WORST)  # the attackers the verdict reports
-FALLBACK_ACCURACY_DATASET = "mnist"
 CONVENTIONS = {
     "mse": "mean squared error in [0, 1] pixel space (the headline)",
     "mse_normalized": "the same in the model's input space: the dataset's mean/std space for GS; DLG's "
@@ -84,40 +81,6 @@ class Cell:
                 "diverged": self.diverged, "mse": vars(self.mse), "mse_normalized": vars(self.mse_normalized),
                 "psnr_median": self.psnr_median, "ssim_median": self.ssim_median,
                 "label_accuracy": self.label_accuracy, "rebuilt": vars(self.rebuilt)}
-
-
-@dataclass
-class Accuracy:
-    """FedAvg test accuracy of one setting over training seeds."""
-
-    dataset: str
-    setting: DefenseSetting
-    values: list[float]
-    seeds: list[int]
-    mean: Estimate
-    model: str | None
-    scale: str | None
-    test_examples: int | None
-    rounds: int | None
-    diverged: int  # seeds whose training diverged (their value: the last finite global model's)
-    # the largest epsilon over the seeds (delta in the runs' records): a DP-SGD run's; infinite for
-    # a noise baseline that clips nothing per example; None where no privacy is claimed
-    epsilon: float | None = None
-
-    def record(self) -> dict:
-        return {"dataset": self.dataset, "defense": self.setting.defense, "value": self.setting.value,
-                "label": self.setting.label(), "values": self.values, "seeds": self.seeds, "mean": vars(self.mean),
-                "model": self.model, "scale": self.scale, "test_examples": self.test_examples, "rounds": self.rounds,
-                "diverged": self.diverged,  # JSON has no infinity: an infinite epsilon is the string "inf"
-                "epsilon": "inf" if self.epsilon is not None and math.isinf(self.epsilon) else self.epsilon}
-
-
-def epsilon_of(setting: DefenseSetting, runs: list[dict]) -> float | None:
-    """What the runs' records say of the setting's privacy (see :attr:`Accuracy.epsilon`)."""
-    budgets = [m["privacy"]["epsilon"] for m in runs if m.get("privacy")]
-    if budgets:
-        return max(budgets)
-    return math.inf if setting.info.noise else None
 
 
 @dataclass
@@ -283,38 +246,6 @@ def equal_rate(group: Group) -> list[dict]:
                           "mse_normalized_prune": pru.mse_normalized.value,
                           "ratio": None if ratio is None else vars(ratio)})
     return pairs
-
-
-def read_accuracies(root: str | Path) -> dict[tuple[str, DefenseSetting], Accuracy]:
-    """Every FedAvg run under ``root``, by dataset and setting, over its training seeds (runs of a
-    defense that is not registered are left out)."""
-    found: dict[tuple, list[dict]] = {}
-    for stored in read_results(root).values():
-        try:
-            setting = setting_of(stored)
-        except ValueError:
-            continue
-        found.setdefault((stored["dataset"], setting), []).append(stored)
-    accuracies = {}
-    for (dataset, setting), runs in found.items():
-        runs.sort(key=lambda m: m.get("seed", 0))
-        values = [m["final_accuracy"] for m in runs]
-        first = runs[0]
-        accuracies[(dataset, setting)] = Accuracy(dataset, setting, values, [m.get("seed", 0) for m in runs],
-                                                  mean_interval(values, within=(0.0, 1.0)), first.get("model"), first.get("scale"),
-                                                  first.get("test_examples"), first.get("rounds"),
-                                                  sum(m.get("diverged_round") is not None for m in runs),
-                                                  epsilon_of(setting, runs))
-    return accuracies
-
-
-def accuracy_dataset(dataset: str, accuracies: dict) -> str | None:
-    """The dataset whose FedAvg cells give ``dataset``'s accuracies: itself, else MNIST, else none."""
-    available = {d for d, _ in accuracies}
-    for candidate in (dataset, FALLBACK_ACCURACY_DATASET):
-        if candidate in available:
-            return candidate
-    return None
 
 
 def expected_runs(grid: Grid | None) -> Counter | None:

@@ -44,10 +44,13 @@ def accuracy_table(accuracies: dict, plan: Plan) -> list[str]:
         if reference is not None and setting != plan.soteria:
             ok, lower = non_inferior(a.values, reference.values, plan.margins.get(dataset, 0.0))
             free = f"{'yes' if ok else 'no'} ({100 * lower:+.1f})"
-        rows.append([dataset_name(dataset), setting.label(), percent_interval(a.mean), str(len(a.values)), free,
+        rows.append([dataset_name(dataset), setting.label(), percent_interval(a.mean), str(len(a.values)),
+                     "–" if a.rounds is None else str(a.rounds),
+                     "–" if a.late_gain is None else f"{100 * a.late_gain:+.2f}", free,
                      "" if a.epsilon is None else ("∞" if a.epsilon == float("inf") else f"{a.epsilon:.3g}")])
-    return table(["data", "setting", "accuracy, mean [95 % CI]", "seeds",
-                  "non-inferior to Soteria (lower bound, points)", "epsilon"], rows)
+    return table(["data", "setting", "accuracy, mean [95 % CI]", "seeds", "rounds",
+                  "still gained a round (points, last quarter)", "non-inferior to Soteria (lower bound, points)",
+                  "epsilon"], rows)
 
 
 def cells_table(experiment: Experiment, plan: Plan) -> list[str]:
