@@ -80,6 +80,27 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
         run_fedavg(_model(), (x, y), (x, y), FedAvgConfig(rounds=5), checkpoint=checkpoint, progress=False)
 
 
+def test_a_finished_run_continued_with_more_rounds_is_the_longer_run(tmp_path):
+    """What the verdict grid relies on where it raised CIFAR-10's rounds from 10 to 40: round t's
+    clients and batch order depend on the seed and t, not on the round count, so a finished run's
+    checkpoint with its round count raised continues into the longer run (a defense without
+    randomness: a seeded defense's generator is not in the checkpoint)."""
+    x, y = _data(60)
+    short, long = (FedAvgConfig(clients=3, fraction=0.67, rounds=r, batch_size=10, lr=0.3, seed=4) for r in (2, 4))
+    straight = _model()
+    expected = run_fedavg(straight, (x, y), (x, y), long, progress=False)
+    checkpoint = tmp_path / "ckpt.pt"
+    run_fedavg(_model(), (x, y), (x, y), short, checkpoint=checkpoint, progress=False)
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"]["rounds"] = long.rounds
+    torch.save(state, checkpoint)
+    continued_model = _model()
+    continued = run_fedavg(continued_model, (x, y), (x, y), long, checkpoint=checkpoint, progress=False)
+    assert [h["accuracy"] for h in continued] == [h["accuracy"] for h in expected]
+    for a, b in zip(continued_model.parameters(), straight.parameters()):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("field, value", [("clients", 0), ("fraction", 0.0), ("fraction", 1.5),
                                           ("fraction", float("nan")), ("batch_size", 0), ("lr", -0.1),
                                           ("lr", float("inf")), ("alpha", 0.0), ("alpha", float("inf")),
