@@ -10,7 +10,7 @@ Taught on the book's threat-model page and in chapter 1.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -131,7 +131,8 @@ def share_local_update(model: nn.Module, batch: PrivateBatch, normalization: Nor
         g_hat = (w - w_steps) / (lr * steps),
 
     the mean of the defended gradients along the way (chapter 6's curious server). One step
-    shares the defended gradient itself. ``model`` keeps its weights."""
+    shares the defended gradient itself. The protocol is public: the metadata's ``extra`` holds
+    ``local_steps`` and ``local_lr``. ``model`` keeps its weights."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if steps == 1:
@@ -144,4 +145,5 @@ def share_local_update(model: nn.Module, batch: PrivateBatch, normalization: Nor
             for p, g in zip(params, update.gradients):
                 p.sub_(lr * g)
     gradients = tuple(((w.detach() - p.detach()) / (lr * steps)).clone() for w, p in zip(model.parameters(), params))
-    return SharedUpdate(gradients, update.metadata)
+    metadata = replace(update.metadata, extra={**update.metadata.extra, "local_steps": steps, "local_lr": lr})
+    return SharedUpdate(gradients, metadata)

@@ -98,3 +98,59 @@ def test_an_attack_goes_on_without_a_prior_it_cannot_read_and_says_so(attack):
     result = get_attack(attack)(model, SharedUpdate(tuple(gradients), update.metadata), max_iterations=1,
                                 progress=False, representation_prior=0.1)
     assert result.iterations == 1 and result.details["prior"].startswith("not used: the shared bias gradient")
+
+
+@pytest.mark.parametrize("attack", ["dlg", "gs"])
+def test_an_update_that_is_noise_alone_is_matched_with_equal_weights_and_says_so(attack):
+    """The noise-aware attacker weighs tensors by their signal-to-noise ratio; where every tensor is
+    noise alone it cannot, and goes on with equal weights instead of stopping the sweep."""
+    model, _, update = _update(attack, get_defense("dp-gaussian", sigma=10.0, seed=1))
+    silent = SharedUpdate(tuple(torch.zeros_like(g) for g in update.gradients), update.metadata)
+    with pytest.raises(ValueError, match="noise alone"):
+        snr_weights(silent)
+    result = get_attack(attack)(model, silent, max_iterations=1, progress=False, layer_weights="snr")
+    assert result.iterations == 1 and result.details["layer_weights"].startswith("equal: every shared tensor")
+
+
+@pytest.mark.parametrize("attack", ["dlg", "gs"])
+def test_an_attacker_that_knows_dp_sgd_clips_its_dummy_as_the_client_did(attack):
+    """DP-SGD shares the clipped gradient: at the private image the dummy's gradient matches it only
+    once the dummy's gradient is clipped too (mimic_defense); unclipped, the private image is far
+    from the minimum of the matching loss."""
+    from soteria_lib.attacks.dlg import soft_cross_entropy
+    from soteria_lib.attacks.loop import dummy_gradients, prepare
+    from soteria_lib.attacks.matching import l2_cost
+    from soteria_lib.attacks.registry import attack_info
+    from torch.nn import functional as F
+
+    defense = get_defense("dp-sgd", noise_multiplier=0.0, clip=0.01)  # clips, adds nothing
+    model, batch, update = _update(attack, defense)
+    params = list(model.parameters())
+    labels = F.one_hot(batch.labels, 10).float()
+    distances = {}
+    for mimic in (False, True):
+        problem = prepare(model, update, attack_info(attack).configure(mimic_defense=mimic), attack, True)
+        assert (problem.mimic is not None) == mimic
+        dummy = dummy_gradients(problem.mimic, params, lambda x, t: soft_cross_entropy(model(x), t), batch.inputs,
+                                labels)
+        distances[mimic] = float(l2_cost(dummy, problem.shared).detach())
+    assert distances[True] < 1e-12 < distances[False]
+    result = get_attack(attack)(model, update, max_iterations=1, progress=False, mimic_defense=True)
+    assert result.iterations == 1  # the whole attack runs with it
+    plain = prepare(model, share_update(model, batch, SMALL[attack][2], None), attack_info(attack).configure(
+        mimic_defense=True), attack, True)
+    assert plain.mimic is None  # a defense without a public part is matched as before
+
+
+def test_the_attacker_knows_a_multi_step_update_averages_its_noise():
+    """Five local steps share the mean of five independently noised gradients: the attacker's noise
+    level is the defense's over the square root of 5, read off the update's public protocol."""
+    from soteria_lib.attacks.registry import public_noise_std
+    from soteria_lib.threat import share_local_update
+
+    model, batch, one = _update("dlg", get_defense("dp-gaussian", sigma=0.01, seed=1))
+    five = share_local_update(model, batch, Normalization.identity(3), get_defense("dp-gaussian", sigma=0.01, seed=1),
+                              steps=5, lr=0.05)
+    assert public_noise_std(one) == pytest.approx(0.01)
+    assert public_noise_std(five) == pytest.approx(0.01 / 5 ** 0.5)
+    assert five.metadata.extra["local_steps"] == 5 and five.metadata.extra["local_lr"] == 0.05

@@ -11,7 +11,7 @@ from soteria_lib.sweep.inference import (frontier, hodges_lehmann, holm, mcnemar
                                          non_inferior, two_stage_interval)
 from soteria_lib.sweep.accuracy import Accuracy, late_gain
 from soteria_lib.sweep.statistics import mean_interval
-from soteria_lib.sweep.verdict import WORST, Plan, build, effective_psnr
+from soteria_lib.sweep.verdict import WORST, Plan, build, choose_baseline, effective_psnr, make_cell
 
 
 def test_hodges_lehmann_is_the_median_of_walsh_averages():
@@ -37,6 +37,10 @@ def test_an_effect_in_every_seed_is_resolved_and_none_is_not():
     centred = {s: list(rng.normal(size=10)) for s in range(3)}
     assert two_stage_interval(shifted, hodges_lehmann).side() == "above"
     assert two_stage_interval(shifted, hodges_lehmann).p < 0.01
+    constant = two_stage_interval({s: [1.0] * 10 for s in range(3)}, np.mean, resamples=99)
+    assert constant.p == pytest.approx(0.02)  # never 0: no bootstrap shows more than 2 / (resamples + 1)
+    strong = two_stage_interval(shifted, np.mean, resamples=99)
+    assert strong.p == pytest.approx(0.02)  # every draw above 0
     assert two_stage_interval(centred, hodges_lehmann).side() is None
 
 
@@ -124,3 +128,46 @@ def test_psnr_is_clipped_to_the_trivial_guess_and_the_ceiling():
     assert effective_psnr(row) == pytest.approx(10.0)
     assert effective_psnr({"psnr": math.inf, "mse_trivial": 0.1}) == 60.0
     assert WORST == "worst case"
+
+
+def test_a_run_is_rebuilt_by_its_own_psnr_never_by_the_trivial_floor():
+    """An image whose mean-colour guess already scores 16 dB: a failed run (5 dB) is clipped up to
+    the floor for the PSNR medians, but it has rebuilt nothing, at 15 dB or any threshold."""
+    setting = DefenseSetting("none", 0.0)
+    failed = _row("none", "{}", "plain", 0, 0, 5.0) | {"mse_trivial": 10 ** (-16 / 10)}
+    good = _row("none", "{}", "plain", 0, 1, 18.0) | {"mse_trivial": 10 ** (-16 / 10)}
+    cell = make_cell(setting, "plain", [failed, good], (15.0, 20.0))
+    assert cell.psnr_of((0, 0)) == pytest.approx(16.0)
+    assert cell.rebuilt[15.0].value == 0.5 and cell.rebuilt[20.0].value == 0
+
+
+def test_the_baseline_is_the_strongest_setting_as_accurate_on_average():
+    """Chosen by mean accuracy within the margin: three seeds cannot pass the non-inferiority test
+    at 1 point, yet a setting as accurate on average is chosen, and a less accurate one is not."""
+    soteria, p50, p80 = DefenseSetting("soteria", 80), DefenseSetting("prune", 50), DefenseSetting("prune", 80)
+    accuracies = {("mnist", soteria): _accuracy(soteria, [0.903, 0.897, 0.912]),
+                  ("mnist", p50): _accuracy(p50, [0.910, 0.890, 0.909]),
+                  ("mnist", p80): _accuracy(p80, [0.888, 0.890, 0.863])}
+    plan = Plan(soteria, ("prune",))
+    assert not non_inferior(accuracies["mnist", p50].values, accuracies["mnist", soteria].values, 0.01)[0]
+    assert choose_baseline(plan, "prune", "mnist", [p50, p80], accuracies) == (p50, True)
+    far = {**accuracies, ("mnist", p50): _accuracy(p50, [0.85, 0.86, 0.87])}
+    assert choose_baseline(plan, "prune", "mnist", [p50, p80], far) == (p80, False)  # none close: the most accurate
+
+
+def test_the_primary_family_holds_only_the_attacks_the_plan_names():
+    soteria, p60 = DefenseSetting("soteria", 80), DefenseSetting("prune", 60)
+    rows = []
+    for attack in ("dlg", "gs"):
+        for seed in range(3):
+            for image in range(4):
+                rows.append(_row("soteria", soteria.to_json(), "plain", seed, image, 5.0) | {"attack": attack})
+                rows.append(_row("prune", p60.to_json(), "plain", seed, image, 25.0) | {"attack": attack})
+    accuracies = {("mnist", soteria): _accuracy(soteria, [0.90, 0.91, 0.90]),
+                  ("mnist", p60): _accuracy(p60, [0.905, 0.91, 0.90])}
+    both = {e.params["attack"]: e for e in build(rows, accuracies, Plan(soteria, ("prune",)))}
+    only_dlg = {e.params["attack"]: e for e in build(rows, accuracies, Plan(soteria, ("prune",), ("dlg",)))}
+    assert both["dlg"].comparisons[0].rebuilt.level > only_dlg["dlg"].comparisons[0].rebuilt.level  # 2 vs 1
+    assert only_dlg["gs"].comparisons[0].adjusted_p is None  # outside the family: not adjusted
+    assert only_dlg["dlg"].comparisons[0].adjusted_p == only_dlg["dlg"].comparisons[0].rebuilt.p
+    assert Plan.from_table({"soteria": 80, "baselines": ["prune"], "attacks": ["dlg"]}).attacks == ("dlg",)

@@ -11,12 +11,13 @@ decided by the facts each defense registers (:mod:`soteria_lib.defenses.registry
   (Balunovic et al., ICLR 2022; chapter 8); defenses that alter one layer and leave the others as
   they were (pruning and noise alter every layer);
 * ``closed-form``: the mask-aware attacker plus the prior (8.3) on the defended layer's input,
-  read off the update in closed form (:mod:`~soteria_lib.attacks.prior`, chapter 1); every
-  defense that acts at all;
+  read off the update in closed form (:mod:`~soteria_lib.attacks.prior`, chapter 1), its dummy's
+  gradients put through the defense's public part (DP-SGD's clipping); every defense that acts
+  at all;
 * ``noise-aware``: knows the noise level of a noise defense: reads the defended layer's input by
   least squares over every row of the update, corrected for the noise (chapter 8), uses it as the
   prior, and matches with a Gaussian likelihood (the L2 cost) that weighs each tensor by its
-  signal-to-noise ratio; defenses that add noise.
+  signal-to-noise ratio, its dummy's gradients clipped as DP-SGD clips; defenses that add noise.
 
 The worst case for a defense is, run by run, the lowest MSE any attacker that applies reaches.
 """
@@ -58,10 +59,11 @@ def register_attacker(name: str, title: str, options: dict, applies: Callable[[D
 register_attacker("plain", "plain", {}, lambda info: True)
 register_attacker("mask-aware", "mask-aware", {"adaptive": True}, lambda info: info.leaves_zeros)
 register_attacker("layer-dropping", "layer-dropping", {"drop_defended_layer": True}, lambda info: info.one_layer)
-register_attacker("closed-form", "closed-form prior", {"adaptive": True, "representation_prior": PRIOR_WEIGHT},
-                  lambda info: bool(info.acts_on))
+register_attacker("closed-form", "closed-form prior", {"adaptive": True, "representation_prior": PRIOR_WEIGHT,
+                                                      "mimic_defense": True}, lambda info: bool(info.acts_on))
 register_attacker("noise-aware", "noise-aware", {"layer_weights": "snr", "readout": "least-squares", "cost_fn": "l2",
-                                                 "representation_prior": NOISE_PRIOR_WEIGHT}, lambda info: info.noise)
+                                                 "representation_prior": NOISE_PRIOR_WEIGHT, "mimic_defense": True},
+                  lambda info: info.noise)
 
 def attacker_info(name: str) -> Attacker:
     try:

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from ..scales import SCALES
 from ..threat import SharedUpdate
-from .loop import Box, Problem, prepare, run_search
+from .loop import Box, Problem, dummy_gradients, prepare, run_search
 from .matching import COSTS, masked
 from .registry import AttackSettings, attack_info, check_finite, register_attack
 from .result import BestSoFar, Reconstruction
@@ -77,8 +77,9 @@ class DLGSearch:
         def closure():
             optimizer.zero_grad()
             x = self.box.image(v)
-            loss = soft_cross_entropy(problem.model(x), targets())
-            dummy_grads = masked(torch.autograd.grad(loss, self.params, create_graph=True), problem.masks)
+            dummy = dummy_gradients(problem.mimic, self.params, lambda x, t: soft_cross_entropy(problem.model(x), t), x,
+                                    targets())
+            dummy_grads = masked(dummy, problem.masks)
             distance = self.cost(dummy_grads, problem.shared)
             if problem.prior is not None:
                 distance = distance + problem.prior(x)

@@ -44,7 +44,7 @@ from torch.nn import functional as F
 
 from ..scales import SCALES
 from ..threat import Gradients, SharedUpdate
-from .loop import Box, Problem, prepare, run_search
+from .loop import Box, Problem, dummy_gradients, prepare, run_search
 from .matching import COSTS, masked
 from .registry import AttackSettings, attack_info, check_finite, register_attack
 from .result import Reconstruction
@@ -83,12 +83,13 @@ class Objective:
     """Cost (1) or (2), masked for the adaptive attacker, plus ``tv`` times (3) and the closed-form
     attacker's ``prior`` (:mod:`~soteria_lib.attacks.prior`), for a stack of restarts ``x`` shaped
     (R, B, C, H, W). Both methods return ``(d total / dx, total, matching)`` with one value per
-    restart."""
+    restart. ``mimic``: the defense's public part (:func:`~.loop.dummy_gradients`), sequential
+    path only."""
 
     def __init__(self, model: nn.Module, shared: Gradients, labels: torch.Tensor, cost: str, tv: float,
                  masks: Gradients | None = None, prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 image: Callable[[torch.Tensor], torch.Tensor] = lambda v: v):
-        self.model, self.shared, self.labels = model, shared, labels
+                 image: Callable[[torch.Tensor], torch.Tensor] = lambda v: v, mimic=None):
+        self.model, self.shared, self.labels, self.mimic = model, shared, labels, mimic
         self.cost, self.tv, self.masks, self.prior, self.image = COSTS[cost], tv, masks, prior, image
         self.params = {name: p.detach() for name, p in model.named_parameters()}
         self.buffers = {name: b.detach() for name, b in model.named_buffers()}
@@ -119,8 +120,8 @@ class Objective:
         for vr in v.detach():
             vr = vr.clone().requires_grad_(True)
             xr = self.image(vr)
-            loss = F.cross_entropy(self.model(xr), self.labels)
-            dummy = torch.autograd.grad(loss, params, create_graph=True)
+            dummy = dummy_gradients(self.mimic, params, lambda x, y: F.cross_entropy(self.model(x), y), xr,
+                                    self.labels)
             total, matching = self._terms(dummy, xr)
             results.append((torch.autograd.grad(total, vr)[0], total.detach(), matching.detach()))
         dx, total, matching = zip(*results)
@@ -179,9 +180,10 @@ class GSSearch:
         meta, device = problem.update.metadata, problem.shared[0].device
         self.box, self.labels = Box(config.box or "clamp", problem.low, problem.high), problem.labels
         objective = Objective(problem.model, problem.shared, problem.labels, config.cost_fn or "sim", config.tv,
-                              problem.masks, problem.prior, self.box.image)
-        self.batched = batch_restarts(problem.model, config.restarts, device) if config.batched is None \
-            else config.batched
+                              problem.masks, problem.prior, self.box.image, problem.mimic)
+        # a mimicked defense needs per-example gradients: the sequential path
+        self.batched = problem.mimic is None and (batch_restarts(problem.model, config.restarts, device)
+                                                  if config.batched is None else config.batched)
         self.evaluate = objective.batched if self.batched else objective.sequential
         spec = OPTIMIZERS[config.optimizer]
         start = torch.randn((config.restarts, meta.batch_size, *meta.input_shape), generator=generator).to(device)

@@ -7,9 +7,13 @@ battery varies lives here, so every option works for every attack by constructio
   and their public metadata, the defense's name and settings included): which entries enter the
   matching (``adaptive``: the exact zeros are left out; ``ignore_parameters`` and
   ``drop_defended_layer``: whole tensors), how each tensor is weighted (``layer_weights="snr"``:
-  by its signal-to-noise ratio under the defense's known noise), the labels (disclosed or read off
-  the gradient, iDLG) and the prior on the defended layer's input (:mod:`.prior`; where the
-  update gives nothing to read, the attack goes on without it and says so). Weights and
+  by its signal-to-noise ratio under the defense's known noise; where every tensor is noise
+  alone, all equally, said in the result's details), the labels (disclosed or read off the
+  gradient, iDLG), the prior on the defended layer's input (:mod:`.prior`; where the update gives
+  nothing to read, the attack goes on without it and says so) and, with ``mimic_defense``, the
+  defense's public deterministic part that the dummy's per-example gradients go through before
+  they are matched (DP-SGD's clipping: the shared gradient has norm at most C, so must the
+  dummy's). Weights and
   masks multiply both the dummy's and the shared gradients, entry by entry, with ``sqrt(w_k)``
   on tensor k: for the L2 cost that is ``sum_k w_k ||g_k(x') - g_k||^2``, a Gaussian likelihood
   with one noise level per tensor, and for the cosine the same weighted inner product.
@@ -34,14 +38,14 @@ from ..threat import Gradients, SharedUpdate
 from .labels import infer_label
 from .matching import masked, matching_masks
 from .prior import representation_prior
-from .registry import check_eval_mode, public_defense
+from .registry import check_eval_mode, public_defense, public_noise_std
 from .result import stop_reason
 
 def snr_weights(update: SharedUpdate) -> tuple[float, ...]:
     """Per tensor k, ``P_k / (P_k + sigma^2)`` with the signal power ``P_k = max(||g_k||^2 / n_k -
     sigma^2, 0)`` estimated from the shared tensor and the defense's known noise level sigma: 1 for
     a tensor the noise leaves readable, 0 for one that is noise alone (all 1 without noise)."""
-    sigma = public_defense(update).noise_std(update.metadata.batch_size) or 0.0
+    sigma = public_noise_std(update)
     if sigma == 0:
         return tuple(1.0 for _ in update.gradients)
     weights = []
@@ -49,7 +53,7 @@ def snr_weights(update: SharedUpdate) -> tuple[float, ...]:
         power = max(float(g.double().pow(2).mean()) - sigma ** 2, 0.0)
         weights.append(power / (power + sigma ** 2))
     if not any(weights):
-        raise ValueError("every shared tensor is noise alone at the defense's noise level: nothing to match")
+        raise ValueError("every shared tensor is noise alone at the defense's noise level")
     return tuple(weights)
 
 
@@ -68,6 +72,9 @@ class Problem:
     low: torch.Tensor
     high: torch.Tensor
     notes: dict = field(default_factory=dict)  # what the attack could not use, for its result's details
+    # the defense's public, deterministic part (DP-SGD's per-example clipping), applied to the
+    # dummy's per-example gradients (``mimic_defense``); None: the dummy's batch gradient as it is
+    mimic: Callable[[Gradients], Gradients] | None = None
 
 
 def prepare(model: nn.Module, update: SharedUpdate, config, attack: str, disclosed_labels: bool) -> Problem:
@@ -78,8 +85,15 @@ def prepare(model: nn.Module, update: SharedUpdate, config, attack: str, disclos
     device = update.gradients[0].device
     shared = tuple(g.to(device) for g in update.gradients)
     masks = matching_masks(model, update, config.adaptive, config.ignored(model, update))
+    notes = {}
+    weights = None
     if config.layer_weights == "snr":
-        roots = [math.sqrt(w) for w in snr_weights(update)]
+        try:
+            weights = snr_weights(update)
+        except ValueError as exc:  # no tensor stands out of the noise: match them all, equally
+            notes["layer_weights"] = f"equal: {exc}"
+    if weights is not None:
+        roots = [math.sqrt(w) for w in weights]
         masks = tuple((torch.ones_like(g, dtype=torch.bool) if masks is None else masks[k]) * roots[k]
                       for k, g in enumerate(shared))
     if masks is not None:  # the shared side too: a no-op for the adaptive mask, drops ignored tensors
@@ -90,14 +104,27 @@ def prepare(model: nn.Module, update: SharedUpdate, config, attack: str, disclos
     else:
         labels = update.metadata.extra.get("labels") if disclosed_labels else None
         labels = None if labels is None else labels.to(device)
-    notes = {}
     try:
         prior = representation_prior(model, update, config.representation_prior, config.readout)
     except ValueError as exc:  # nothing to read (no bias gradient, or all of it noise): go on without
         prior, notes["prior"] = None, f"not used: {exc}"
     meta = update.metadata
     low, high = meta.normalization.box(torch.zeros(meta.input_shape, device=device))  # (C, 1, 1)
-    return Problem(model, update, shared, masks, labels, prior, low, high, notes)
+    defense = public_defense(update)
+    mimic = defense.public_part if config.mimic_defense and defense.has_public_part() else None
+    return Problem(model, update, shared, masks, labels, prior, low, high, notes, mimic)
+
+
+def dummy_gradients(mimic, params: list, loss_of, x: torch.Tensor, targets: torch.Tensor) -> Gradients:
+    """The dummy batch's gradient as the attacker matches it, differentiable in ``x``:
+    ``loss_of(x, targets)`` (a mean over the batch) differentiated with respect to ``params``, or,
+    where the attacker mimics the defense's public part (``mimic``, :attr:`Problem.mimic`), each
+    example's gradient put through it."""
+    if mimic is None:
+        return torch.autograd.grad(loss_of(x, targets), params, create_graph=True)
+    per_example = [torch.autograd.grad(loss_of(x[n:n + 1], targets[n:n + 1]), params, create_graph=True)
+                   for n in range(len(x))]
+    return mimic(tuple(torch.stack(g) for g in zip(*per_example)))
 
 
 @dataclass(frozen=True)

@@ -26,15 +26,14 @@ from torch import nn
 from ..introspection import representation_fn, select_linear
 from ..leakage import least_squares_representation, recover_representation
 from ..threat import SharedUpdate
-from .registry import public_defense
+from .registry import public_noise_std
 
 
 def read_representation(model: nn.Module, update: SharedUpdate, readout: str = "row") -> torch.Tensor:
     """r as the attacker reads it off the update: one row, or least squares at the public noise level."""
     if readout == "row":
         return recover_representation(model, update)
-    sigma = public_defense(update).noise_std(update.metadata.batch_size) or 0.0
-    return least_squares_representation(model, update, sigma)
+    return least_squares_representation(model, update, public_noise_std(update))
 
 
 class RepresentationPrior:

@@ -30,6 +30,14 @@ def public_defense(update):
     return DefenseSetting.of(meta.defense, **meta.defense_settings).build()
 
 
+def public_noise_std(update) -> float:
+    """The noise on each coordinate of the shared gradient, as the attacker knows it: the public
+    defense's level at the update's batch size, over the square root of the client's local steps
+    (the mean of that many independently noised gradients); 0 without noise."""
+    sigma = public_defense(update).noise_std(update.metadata.batch_size) or 0.0
+    return sigma / math.sqrt(update.metadata.extra.get("local_steps", 1))
+
+
 def check_eval_mode(model: nn.Module, attack: str) -> None:
     """Attacks refuse BatchNorm in train mode: the client's update was then normalised with its own
     batch's statistics, which a dummy batch does not share. Run the model in eval mode, as the
@@ -68,6 +76,9 @@ class AttackSettings:
     without noise) or ``least-squares`` (every row, corrected for the defense's known noise: the
     noise-aware attacker). ``layer_weights="snr"`` weighs each tensor's matching term by its
     signal-to-noise ratio under the defense's known noise (:func:`~.loop.snr_weights`).
+    ``mimic_defense`` puts the dummy's per-example gradients through the defense's public,
+    deterministic part before matching (DP-SGD's clipping to norm C:
+    :meth:`soteria_lib.defenses.registry.Defense.public_part`); other defenses are matched as before.
     ``label_rule`` is iDLG's rule (``"weight"`` or ``"bias"``) when ``infer_labels`` is set.
     ``cost_fn`` is the distance of gradients (``l2`` or ``sim``, one minus the cosine; None: the
     attack's published one, DLG ``l2``, GS ``sim``). ``restarts`` independent dummies run side by side; the one with the lowest matching loss is
@@ -86,6 +97,7 @@ class AttackSettings:
     representation_prior: float = 0.0
     readout: str = "row"
     layer_weights: str = "equal"
+    mimic_defense: bool = False
     cost_fn: str | None = None
     box: str | None = None
     stop_loss: float | None = None

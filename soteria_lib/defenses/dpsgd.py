@@ -73,6 +73,10 @@ class DPSGD(Defense):
         return tuple((s + scale * torch.randn(s.shape, generator=self.generator).to(s.device, s.dtype)) / len(inputs)
                      if scale else s / len(inputs) for s in summed)
 
+    def public_part(self, per_example: tuple) -> tuple:
+        """Equation (3) without its noise: the mean of the clipped gradients (differentiable)."""
+        return tuple(s / len(per_example[0]) for s in clipped_sum(per_example, self.clip))
+
     def noise_std(self, batch_size: int) -> float:
         """``z C / B``: the noise of the clipped sum, divided by the batch size with it."""
         return self.noise_multiplier * self.clip / batch_size

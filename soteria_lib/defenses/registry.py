@@ -74,6 +74,16 @@ class Defense:
         """Names of the parameters whose gradients a one-layer defense alters (else none)."""
         return ()
 
+    def public_part(self, per_example: tuple) -> tuple:
+        """What :meth:`on_update` makes of per-example gradients (batch first, one tensor per
+        parameter) before any noise, as a differentiable function an attacker can apply to its
+        dummy's (Kerckhoffs). By default the batch gradient: their mean."""
+        return tuple(g.mean(0) for g in per_example)
+
+    def has_public_part(self) -> bool:
+        """Whether :meth:`public_part` is more than the batch gradient (DP-SGD's clipping)."""
+        return type(self).public_part is not Defense.public_part
+
     def noise_std(self, batch_size: int) -> float | None:
         """The standard deviation of the noise on each coordinate of the shared gradient of a batch of
         ``batch_size`` (None: the defense adds no noise)."""

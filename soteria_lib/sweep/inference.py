@@ -76,21 +76,23 @@ def _resample(clusters: list[np.ndarray], rng: np.random.Generator) -> np.ndarra
 def two_stage_interval(by_seed: Mapping[int, Sequence[float]], statistic: Callable[[np.ndarray], float],
                        level: float = 1 - ALPHA, resamples: int = RESAMPLES, seed: int = SEED) -> Inference:
     """``statistic`` of all values with its two-stage (seeds, then images) percentile interval and
-    bootstrap p-value. With one seed the first stage is void and this is the ordinary bootstrap
-    over images (say so where it is printed)."""
+    bootstrap p-value, ``2 (1 + #{draws on the far side of 0}) / (resamples + 1)`` (never 0: a
+    bootstrap cannot show more than its resamples allow). With one seed the first stage is void
+    and this is the ordinary bootstrap over images (say so where it is printed)."""
     clusters = [np.asarray(v, dtype=float) for _, v in sorted(by_seed.items()) if len(v)]
     if not clusters:
         raise ValueError("no values")
     pooled = np.concatenate(clusters)
     value = float(statistic(pooled))
+    floor = min(1.0, 2 / (resamples + 1))
     if pooled.size == 1 or np.all(pooled == pooled[0]):
-        return Inference(value, value, value, None if pooled.size == 1 else (1.0 if value == 0 else 0.0),
+        return Inference(value, value, value, None if pooled.size == 1 else (1.0 if value == 0 else floor),
                          level, len(clusters), pooled.size)
     rng = np.random.default_rng(seed)
     draws = np.array([statistic(_resample(clusters, rng)) for _ in range(resamples)])
     tail = (1 - level) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
-    p = min(1.0, 2 * min(float(np.mean(draws <= 0)), float(np.mean(draws >= 0))))
+    p = min(1.0, 2 * (1 + min(int(np.sum(draws <= 0)), int(np.sum(draws >= 0)))) / (resamples + 1))
     return Inference(value, float(low), float(high), p, level, len(clusters), pooled.size)
 
 

@@ -2,12 +2,13 @@
 the model it trains, read image by image, with the primary comparisons fixed before the runs.
 
 A grid's ``[verdict]`` table fixes, before any run, the headline Soteria setting, the baseline
-defenses it is compared with, the protocol of the primary comparisons (the attacked model's state
-and the client's local steps), the PSNR thresholds and the accuracy margins::
+defenses it is compared with, the attacks and protocol of the primary comparisons (the attacked
+model's state and the client's local steps), the PSNR thresholds and the accuracy margins::
 
     [verdict]
     soteria = 80                       # the headline setting's strength (Soteria's pruning rate)
     baselines = ["prune", "dp-gaussian", "dp-sgd"]
+    attacks = ["dlg"]                  # the attacks in the primary family (default: every attack)
     model_state = "init"
     thresholds = [15, 20]              # dB: a run rebuilt its image at or above
     primary_threshold = 20
@@ -15,15 +16,19 @@ and the client's local steps), the PSNR thresholds and the accuracy margins::
 
 **Measures.** Per run (a model seed and an image), the attacker's PSNR, clipped below at the
 trivial guess (an image of the dataset's mean colour: an attack that does no better has learnt
-nothing) and above at :data:`PSNR_CEILING`. Per setting, the *worst case* over the attackers that
+nothing) and above at :data:`PSNR_CEILING`; a run counts as rebuilt by its own PSNR, never by the
+floor (a trivial guess that happens to reach a threshold has rebuilt nothing). Per setting, the *worst case* over the attackers that
 faced it takes, run by run, the attacker with the highest PSNR. A cell reports its share of runs
 rebuilt at each threshold and its median PSNR, with two-stage intervals (seeds, then images;
 :mod:`.inference`).
 
 **Primary comparisons.** For each attack, dataset and baseline defense B: among B's settings
-whose FedAvg accuracy is non-inferior to the headline Soteria setting's (at the dataset's
-margin), the strongest; chosen from accuracies alone, before any reconstruction is read (if no
-setting qualifies, the most accurate one, flagged). The endpoint: B's share of runs rebuilt at
+whose mean FedAvg accuracy is within the dataset's margin of the headline Soteria setting's
+(B's mean at least Soteria's minus the margin), the strongest; chosen from accuracies alone,
+before any reconstruction is read (if no setting qualifies, the most accurate one, flagged). The
+one-sided non-inferiority test (:func:`~.inference.non_inferior`) does not choose: with three
+training seeds it accepts no setting at these margins, not even no defense; it is reported
+beside each accuracy, and only it may support "at no cost in accuracy". The endpoint: B's share of runs rebuilt at
 the primary threshold minus Soteria's, worst case, paired by run (above 0: Soteria leaks less),
 with its two-stage interval at the Bonferroni level of the family and Holm-adjusted p-values.
 Secondary, exploratory: the Hodges-Lehmann paired PSNR difference (B minus Soteria, dB) with
@@ -38,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..defenses import DefenseSetting, defense_info
-from .inference import (ALPHA, Inference, frontier, hodges_lehmann, holm, newcombe_interval, non_inferior,
+from .inference import (ALPHA, Inference, frontier, hodges_lehmann, holm, newcombe_interval,
                         two_stage_interval, wilcoxon_p)
 
 EXPERIMENT = ("attack", "dataset", "scale", "max_iterations", "attack_options", "model", "model_options",
@@ -58,6 +63,7 @@ class Plan:
 
     soteria: DefenseSetting
     baselines: tuple[str, ...]
+    attacks: tuple[str, ...] | None = None  # None: every attack
     model_state: str = "init"
     local_steps: int = 1
     thresholds: tuple[float, ...] = (15.0, 20.0)
@@ -66,7 +72,8 @@ class Plan:
 
     @classmethod
     def from_table(cls, table: dict) -> "Plan":
-        allowed = {"soteria", "baselines", "model_state", "local_steps", "thresholds", "primary_threshold", "margins"}
+        allowed = {"soteria", "baselines", "attacks", "model_state", "local_steps", "thresholds", "primary_threshold",
+                   "margins"}
         unknown = sorted(set(table) - allowed)
         if unknown:
             raise VerdictError(f"verdict: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
@@ -79,15 +86,30 @@ class Plan:
         primary = float(table.get("primary_threshold", 20))
         if primary not in thresholds:
             raise VerdictError(f"verdict: primary_threshold {primary:g} is not among thresholds {list(thresholds)}")
-        return cls(soteria, baselines, str(table.get("model_state", "init")), int(table.get("local_steps", 1)),
+        attacks = tuple(str(a) for a in table["attacks"]) if "attacks" in table else None
+        return cls(soteria, baselines, attacks, str(table.get("model_state", "init")), int(table.get("local_steps", 1)),
                    thresholds, primary, {str(k): float(v) for k, v in table.get("margins", MARGINS).items()})
+
+    def is_primary(self, params: dict) -> bool:
+        """Whether an experiment (its parameters) belongs to the primary family."""
+        return ((self.attacks is None or params["attack"] in self.attacks)
+                and (params["model_state"], params["local_steps"]) == (self.model_state, self.local_steps))
+
+
+def raw_psnr(row: dict) -> float:
+    """The run's PSNR (a diverged run's NaN as minus infinity)."""
+    return row["psnr"] if not math.isnan(row["psnr"]) else -math.inf
 
 
 def effective_psnr(row: dict) -> float:
     """The run's PSNR clipped to [the trivial guess's PSNR, :data:`PSNR_CEILING`]."""
     floor = -10 * math.log10(row["mse_trivial"]) if row["mse_trivial"] else -math.inf
-    psnr = row["psnr"] if not math.isnan(row["psnr"]) else -math.inf
-    return min(max(psnr, floor), PSNR_CEILING)
+    return min(max(raw_psnr(row), floor), PSNR_CEILING)
+
+
+def rebuilt(row: dict, threshold: float) -> bool:
+    """Whether the run rebuilt its image: its own PSNR at or above ``threshold``."""
+    return raw_psnr(row) >= threshold
 
 
 @dataclass
@@ -121,10 +143,10 @@ def _by_seed(values: dict) -> dict:
 def make_cell(setting: DefenseSetting, attacker: str, rows: list[dict], thresholds) -> Cell:
     by_run = {(r["seed"], r["target_id"]): r for r in rows}
     psnr = {k: effective_psnr(r) for k, r in by_run.items()}
-    rebuilt = {t: two_stage_interval(_by_seed({k: float(p >= t) for k, p in psnr.items()}), np.mean)
-               for t in thresholds}
+    shares = {t: two_stage_interval(_by_seed({k: float(rebuilt(r, t)) for k, r in by_run.items()}), np.mean)
+              for t in thresholds}
     rates = [r["effective_rate"] for r in rows if r["effective_rate"] is not None]
-    return Cell(setting, attacker, by_run, rebuilt, two_stage_interval(_by_seed(psnr), np.median),
+    return Cell(setting, attacker, by_run, shares, two_stage_interval(_by_seed(psnr), np.median),
                 float(np.mean(rates)) if rates else None)
 
 
@@ -133,7 +155,7 @@ def worst_case(setting: DefenseSetting, cells: list[Cell], thresholds) -> Cell |
     shared = set.intersection(*(set(c.by_run) for c in cells))
     if not shared:
         return None
-    rows = [max((c.by_run[k] for c in cells), key=effective_psnr) for k in sorted(shared)]
+    rows = [max((c.by_run[k] for c in cells), key=raw_psnr) for k in sorted(shared)]
     return make_cell(setting, WORST, rows, thresholds)
 
 
@@ -166,11 +188,12 @@ def compare(baseline: Cell, soteria: Cell, threshold: float, eligible: bool, lev
         return None
     b = {k: baseline.psnr_of(k) for k in keys}
     s = {k: soteria.psnr_of(k) for k in keys}
-    rebuilt = two_stage_interval(_by_seed({k: float(b[k] >= threshold) - float(s[k] >= threshold) for k in keys}),
-                                 np.mean, level)
-    paired = newcombe_interval([b[k] >= threshold for k in keys], [s[k] >= threshold for k in keys], level)
+    hit_b = {k: rebuilt(baseline.by_run[k], threshold) for k in keys}
+    hit_s = {k: rebuilt(soteria.by_run[k], threshold) for k in keys}
+    shares = two_stage_interval(_by_seed({k: float(hit_b[k]) - float(hit_s[k]) for k in keys}), np.mean, level)
+    paired = newcombe_interval([hit_b[k] for k in keys], [hit_s[k] for k in keys], level)
     differences = {k: b[k] - s[k] for k in keys}
-    return Comparison(baseline.setting, soteria.setting, eligible, rebuilt, paired,
+    return Comparison(baseline.setting, soteria.setting, eligible, shares, paired,
                       two_stage_interval(_by_seed(differences), hodges_lehmann, level),
                       wilcoxon_p(list(differences.values())))
 
@@ -195,14 +218,14 @@ class Experiment:
 
 def choose_baseline(plan: Plan, defense: str, dataset: str, settings: list[DefenseSetting],
                     accuracies: dict) -> tuple[DefenseSetting | None, bool]:
-    """The primary rule: the strongest setting of ``defense`` whose accuracy is non-inferior to the
-    headline Soteria setting's; else the most accurate one, flagged (``False``)."""
+    """The primary rule: the strongest setting of ``defense`` whose mean accuracy is at least the
+    headline Soteria setting's minus the margin; else the most accurate one, flagged (``False``)."""
     reference = accuracies.get((dataset, plan.soteria))
     candidates = [s for s in settings if s.defense == defense and (dataset, s) in accuracies]
     if reference is None or not candidates:
         return None, False
     margin = plan.margins.get(dataset, 0.0)
-    eligible = [s for s in candidates if non_inferior(accuracies[(dataset, s)].values, reference.values, margin)[0]]
+    eligible = [s for s in candidates if accuracies[(dataset, s)].mean.value >= reference.mean.value - margin]
     if eligible:
         return max(eligible, key=lambda s: s.value), True
     return max(candidates, key=lambda s: accuracies[(dataset, s)].mean.value), False
@@ -223,8 +246,7 @@ def build(rows: list[dict], accuracies: dict, plan: Plan) -> list[Experiment]:
         key = tuple(row[c] for c in EXPERIMENT)
         setting = DefenseSetting.from_json(row["defense"], row["defense_settings"])
         grouped.setdefault(key, {}).setdefault((setting, row["attacker"]), []).append(row)
-    primary = [k for k in grouped if k[EXPERIMENT.index("model_state")] == plan.model_state
-               and k[EXPERIMENT.index("local_steps")] == plan.local_steps]
+    primary = [k for k in grouped if plan.is_primary(dict(zip(EXPERIMENT, k)))]
     family_size = max(1, len(primary) * len(plan.baselines))
     experiments = []
     for key, by_cell in grouped.items():

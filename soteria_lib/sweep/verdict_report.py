@@ -24,7 +24,7 @@ def primary_table(experiments: list[Experiment], plan: Plan) -> list[str]:
     """The primary family: one row per attack, dataset and baseline defense."""
     rows = []
     for e in experiments:
-        if (e.params["model_state"], e.params["local_steps"]) != (plan.model_state, plan.local_steps):
+        if not plan.is_primary(e.params):
             continue
         for c in e.comparisons:
             flag = "" if c.eligible else " (no setting as accurate)"
@@ -78,7 +78,8 @@ def exploratory_table(experiment: Experiment) -> list[str]:
 
 def render(experiments: list[Experiment], accuracies: dict, plan: Plan, sources: str, figure: str | None) -> str:
     lines = ["# Verdict summary", "", sources, "",
-             f"## Primary comparisons (fixed before the runs; {plan.model_state}, {plan.local_steps} local step)", "",
+             f"## Primary comparisons (fixed before the runs; {', '.join(a.upper() for a in plan.attacks or ())}"
+             f"{', ' if plan.attacks else ''}{plan.model_state}, {plan.local_steps} local step)", "",
              f"Share of runs rebuilt (PSNR ≥ {plan.primary_threshold:g} dB, worst case over the attackers that know the "
              "defense), baseline minus Soteria: above 0, Soteria leaks less. Intervals: two-stage bootstrap (model "
              "seeds, then images) at the family's Bonferroni level; p-values Holm-adjusted over the family.", "",
@@ -98,8 +99,7 @@ def render(experiments: list[Experiment], accuracies: dict, plan: Plan, sources:
 def frontier_figure(experiments: list[Experiment], accuracies: dict, plan: Plan) -> Figure:
     """Share of runs rebuilt (worst case) against FedAvg accuracy, one panel per primary experiment,
     each defense's settings joined, its frontier drawn solid; intervals both ways."""
-    primary = [e for e in experiments if (e.params["model_state"], e.params["local_steps"]) ==
-               (plan.model_state, plan.local_steps)]
+    primary = [e for e in experiments if plan.is_primary(e.params)]
     figure = Figure(figsize=(4.2 * max(1, len(primary)), 3.8), layout="constrained")
     axes = figure.subplots(1, max(1, len(primary)), squeeze=False)[0]
     for ax, e in zip(axes, primary):
