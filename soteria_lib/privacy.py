@@ -4,7 +4,10 @@ Renyi-DP accountant (chapter 5).
 The mechanism: on every local step a client shares the DP-SGD gradient (3) of its minibatch,
 per-example clipping to ``C`` and Gaussian noise of multiplier ``z``. What it protects: each
 single training example of a client, against everyone who sees the client's shared updates (the
-server included), under add-or-remove-one-example adjacency. It says nothing about the client's
+server included), under zero-out adjacency (the example replaced by one whose gradient is zero:
+the clipped sum moves by at most ``C``). With shuffled batches of fixed size the number of steps
+is public, so add-or-remove adjacency does not apply; replacing one example by another moves the
+sum by up to ``2C``, the guarantee of multiplier ``z / 2``. It says nothing about the client's
 data as a whole, and nothing at all about the other noise baselines (:mod:`.defenses.noise`),
 which clip nothing per example and so have no finite epsilon.
 

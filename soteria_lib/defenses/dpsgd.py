@@ -8,8 +8,9 @@ standard deviation ``z C`` is added to every entry, and the sum is divided by th
 
     g = (1/B) ( sum_n g_n min(1, C / ||g_n||_2)  +  N(0, z^2 C^2 I) )                     (3)
 
-Adding or removing one example changes the clipped sum by at most ``C``, so each step is a
-Gaussian mechanism with noise multiplier ``z`` on one example's data, which an accountant
+Zeroing one example's gradient changes the clipped sum by at most ``C``, so each step is a
+Gaussian mechanism with noise multiplier ``z`` on one example's data (zero-out adjacency;
+:mod:`soteria_lib.privacy`), which an accountant
 composes over the steps a client takes. Per-example gradients come from ``torch.func``
 (``vmap`` of ``grad`` of the mean cross-entropy of one example), so models with BatchNorm in
 training mode are refused by ``vmap``. The noise is drawn on the CPU from the defense's own
