@@ -110,8 +110,7 @@ def prepare(model: nn.Module, update: SharedUpdate, config, attack: str, disclos
         prior, notes["prior"] = None, f"not used: {exc}"
     meta = update.metadata
     low, high = meta.normalization.box(torch.zeros(meta.input_shape, device=device))  # (C, 1, 1)
-    defense = public_defense(update)
-    mimic = defense.public_part if config.mimic_defense and defense.has_public_part() else None
+    mimic = public_defense(update).public_part if config.mimic_defense else None
     return Problem(model, update, shared, masks, labels, prior, low, high, notes, mimic)
 
 

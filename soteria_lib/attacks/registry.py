@@ -78,7 +78,7 @@ class AttackSettings:
     signal-to-noise ratio under the defense's known noise (:func:`~.loop.snr_weights`).
     ``mimic_defense`` puts the dummy's per-example gradients through the defense's public,
     deterministic part before matching (DP-SGD's clipping to norm C:
-    :meth:`soteria_lib.defenses.registry.Defense.public_part`); other defenses are matched as before.
+    ``Defense.public_part`` in :mod:`soteria_lib.defenses.registry`); other defenses are matched as before.
     ``label_rule`` is iDLG's rule (``"weight"`` or ``"bias"``) when ``infer_labels`` is set.
     ``cost_fn`` is the distance of gradients (``l2`` or ``sim``, one minus the cosine; None: the
     attack's published one, DLG ``l2``, GS ``sim``). ``restarts`` independent dummies run side by side; the one with the lowest matching loss is

@@ -74,15 +74,11 @@ class Defense:
         """Names of the parameters whose gradients a one-layer defense alters (else none)."""
         return ()
 
-    def public_part(self, per_example: tuple) -> tuple:
-        """What :meth:`on_update` makes of per-example gradients (batch first, one tensor per
-        parameter) before any noise, as a differentiable function an attacker can apply to its
-        dummy's (Kerckhoffs). By default the batch gradient: their mean."""
-        return tuple(g.mean(0) for g in per_example)
-
-    def has_public_part(self) -> bool:
-        """Whether :meth:`public_part` is more than the batch gradient (DP-SGD's clipping)."""
-        return type(self).public_part is not Defense.public_part
+    # A defense whose update hook does something deterministic before its noise overrides this
+    # with a method: per-example gradients (batch first, one tensor per parameter) -> what the
+    # hook makes of them without the noise, differentiable, so that an attacker can apply it to its
+    # dummy's (Kerckhoffs; DP-SGD's clipping). None: the update is the batch gradient as it is.
+    public_part = None
 
     def noise_std(self, batch_size: int) -> float | None:
         """The standard deviation of the noise on each coordinate of the shared gradient of a batch of

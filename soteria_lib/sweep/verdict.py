@@ -17,10 +17,10 @@ model's state and the client's local steps), the PSNR thresholds and the accurac
 **Measures.** Per run (a model seed and an image), the attacker's PSNR, clipped below at the
 trivial guess (an image of the dataset's mean colour: an attack that does no better has learnt
 nothing) and above at :data:`PSNR_CEILING`; a run counts as rebuilt by its own PSNR, never by the
-floor (a trivial guess that happens to reach a threshold has rebuilt nothing). Per setting, the *worst case* over the attackers that
-faced it takes, run by run, the attacker with the highest PSNR. A cell reports its share of runs
-rebuilt at each threshold and its median PSNR, with two-stage intervals (seeds, then images;
-:mod:`.inference`).
+floor (a trivial guess that happens to reach a threshold has rebuilt nothing). Per setting, the
+*worst case* over the attackers that faced it takes, run by run, the attacker with the highest
+PSNR. A cell reports its share of runs rebuilt at each threshold and its median PSNR, with
+two-stage intervals (seeds, then images; :mod:`.inference`).
 
 **Primary comparisons.** For each attack, dataset and baseline defense B: among B's settings
 whose mean FedAvg accuracy is within the dataset's margin of the headline Soteria setting's
@@ -28,9 +28,10 @@ whose mean FedAvg accuracy is within the dataset's margin of the headline Soteri
 before any reconstruction is read (if no setting qualifies, the most accurate one, flagged). The
 one-sided non-inferiority test (:func:`~.inference.non_inferior`) does not choose: with three
 training seeds it accepts no setting at these margins, not even no defense; it is reported
-beside each accuracy, and only it may support "at no cost in accuracy". The endpoint: B's share of runs rebuilt at
-the primary threshold minus Soteria's, worst case, paired by run (above 0: Soteria leaks less),
-with its two-stage interval at the Bonferroni level of the family and Holm-adjusted p-values.
+beside each accuracy, and only it may support "at no cost in accuracy". The endpoint: B's share
+of runs rebuilt at the primary threshold minus Soteria's, worst case, paired by run (above 0:
+Soteria leaks less), with its two-stage interval at the Bonferroni level of the family and
+Holm-adjusted p-values.
 Secondary, exploratory: the Hodges-Lehmann paired PSNR difference (B minus Soteria, dB) with
 Wilcoxon's p, Newcombe's interval and McNemar's p for the paired shares, every other protocol
 (trained models, several local steps) and every other pair of settings.
