@@ -47,6 +47,7 @@ from .sweep.runner import BACKENDS, RunFailed, execute, plan, read_sessions
 from .sweep.results import RESULTS, read_rows
 from .sweep.accuracy import read_accuracies
 from .sweep.summary import missing_cells, summarize, to_json
+from .sweep.findings import findings, progress, render as render_findings
 from .sweep.verdict import WORST, build as build_verdict
 from .sweep.verdict_report import figure_writer as verdict_figure_writer, render as render_verdict
 
@@ -178,7 +179,7 @@ def summarize_command(args) -> int:
             held.enter_context(one_writer(output, "summary file"))
             grid = load_grid(args.grid) if args.grid else None
             if grid is not None and grid.verdict is not None:
-                return verdict_summary(csv_path, args.fedavg, grid.verdict, output, args.keep_first)
+                return verdict_summary(csv_path, args.fedavg, grid, output, args.keep_first)
             groups, accuracies = summarize(csv_path, args.fedavg, grid, args.keep_first)
             missing = None if grid is None else missing_cells(groups, grid)
             sessions = read_sessions(csv_path)
@@ -193,16 +194,21 @@ def summarize_command(args) -> int:
     return 0
 
 
-def verdict_summary(csv_path: Path, fedavg: str, plan, output: Path, keep_first: bool = False) -> int:
-    """The summary of a grid with a ``[verdict]`` table (:mod:`soteria_lib.sweep.verdict`); the
-    Markdown, its JSON twin and the figure are written together or not at all."""
+def verdict_summary(csv_path: Path, fedavg: str, grid, output: Path, keep_first: bool = False) -> int:
+    """The summary of a grid with a ``[verdict]`` table (:mod:`soteria_lib.sweep.verdict`), its findings
+    first (:mod:`soteria_lib.sweep.findings`); the Markdown, its JSON twin and the figure are written
+    together or not at all."""
     accuracies = read_accuracies(fedavg) if Path(fedavg).is_dir() else {}
-    experiments = build_verdict(RESULTS.unique_rows(read_rows(csv_path), csv_path, keep_first), accuracies, plan)
-    figure, draw = verdict_figure_writer(experiments, accuracies, plan, output)
+    rows = RESULTS.unique_rows(read_rows(csv_path), csv_path, keep_first)
+    experiments = build_verdict(rows, accuracies, grid.verdict)
+    state = progress(grid, rows, accuracies)
+    found = findings(experiments, accuracies, grid.verdict, grid)
+    figure, draw = verdict_figure_writer(experiments, accuracies, grid.verdict, output)
     sources = (f"From `{csv_path}` ({sum(len(c.by_run) for e in experiments for (s, a), c in e.cells.items() if a != WORST)} "
                f"runs) and the FedAvg cells in `{fedavg}`. Written by `python -m soteria_lib.experiments summarize`.")
-    text = render_verdict(experiments, accuracies, plan, sources, figure.name)
-    record = {"experiments": [
+    text = render_verdict(experiments, accuracies, grid.verdict, sources, figure.name, render_findings(found),
+                          state.text())
+    record = {"progress": vars(state), "findings": [vars(f) for f in found], "experiments": [
         {**e.params, "cells": [c.record() for c in e.cells.values()], "comparisons": [c.record() for c in e.comparisons],
          "cpu_seconds": e.cpu_seconds} for e in experiments], "fedavg": [a.record() for a in accuracies.values()]}
     write_together({figure: draw, output.with_suffix(".json"): json_writer(record), output: text_writer(text)})

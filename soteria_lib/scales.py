@@ -55,7 +55,7 @@ SCALES: Mapping[str, Scale] = MappingProxyType({
         {"dlg": AttackBudget(100), "gs": AttackBudget(400, {"width": 16})},
         FedAvgBudget(6000, 2000)),
     "reference": _scale(
-        "reference", "attacks that converge on a CPU (the reference sweep: about 20 CPU-hours)",
+        "reference", "attacks near convergence on a CPU (chapter 5's first sweep, about 20 CPU-hours)",
         # Chosen by the convergence study (experiments/convergence.toml, results/convergence.md):
         # DLG's published 300 steps; GS on the published width 64, which reconstructs both datasets
         # (width 16 levels off below 20 dB at any budget), for 300 steps: median PSNR 38.9 dB on
@@ -108,7 +108,7 @@ def _attack_cell(attack: str, budget: AttackBudget) -> str:
 
 
 def _examples(count: int | None) -> str:
-    return "all" if count is None else f"{count:,}"
+    return "all" if count is None else f"up to {count:,}"
 
 
 def scale_table() -> str:

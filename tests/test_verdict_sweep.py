@@ -65,9 +65,13 @@ def test_a_tiny_verdict_sweep_runs_resumes_and_summarises(tmp_path, data_root):
     assert experiments.main(["summarize", str(csv), "--fedavg", str(tmp_path / "fedavg"), "--grid", str(grid),
                              "--output", str(summary)]) == 0
     text = summary.read_text()
-    assert "## Primary comparisons" in text and "| DLG, MNIST | prune 50% |" in text
+    assert "## Primary comparisons" in text and "| DLG, MNIST | gradient pruning 50 % |" in text
+    assert text.index("## Findings") < text.index("<!-- the tables -->") < text.index("## Primary comparisons")
+    assert "(complete)" in text and "provisional" not in text  # the whole tiny grid ran
     assert summary.with_name("verdict_frontier.png").stat().st_size > 1000
     record = json.loads(summary.with_suffix(".json").read_text())
+    assert record["progress"] == {"runs": len(rows), "runs_asked": len(rows), "fedavg": len(loaded.fedavg),
+                                  "fedavg_asked": len(loaded.fedavg)}
     states = {e["model_state"] for e in record["experiments"]}
     assert states == {"init", "round:1"}
     assert {f["label"] for f in record["fedavg"]} == {f.setting.label() for f in loaded.fedavg}

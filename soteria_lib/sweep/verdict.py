@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data import DATASETS
 from ..defenses import DefenseSetting, defense_info
 from .inference import (ALPHA, Inference, frontier, hodges_lehmann, holm, newcombe_interval,
                         two_stage_interval, wilcoxon_p)
@@ -52,6 +53,28 @@ EXPERIMENT = ("attack", "dataset", "scale", "max_iterations", "attack_options", 
 WORST = "worst case"
 PSNR_CEILING = 60.0  # dB: beyond, a reconstruction is exact to float32 rounding
 MARGINS = {"mnist": 0.01, "cifar10": 0.02}  # accuracy points a defense may cost and still count as free
+
+
+SYMBOLS = {"sigma": "σ", "noise_multiplier": "z"}  # how the book writes a noise defense's strength
+
+
+def name(setting: DefenseSetting) -> str:
+    """A setting as the book writes it: ``Soteria 80 %``, ``Gaussian noise σ = 0.01``, ``no defense``."""
+    strength = setting.info.strength
+    if setting.defense == "none" or strength is None:
+        return "no defense" if setting.defense == "none" else setting.info.title
+    if strength.unit == "%":
+        return f"{setting.info.title} {setting.value:g} %"
+    return f"{setting.info.title} {SYMBOLS.get(strength.setting, strength.setting)} = {setting.value:g}"
+
+
+def protocol(params: dict) -> str:
+    """An experiment as the book writes it: ``GS on CIFAR-10, global model after 20 rounds``."""
+    state = ("initial model" if params["model_state"] == "init"
+             else f"global model after {params['model_state'].split(':')[1]} rounds")
+    steps = "" if params["local_steps"] == 1 else f", {params['local_steps']} local steps"
+    data = DATASETS[params["dataset"]].title if params["dataset"] in DATASETS else params["dataset"]
+    return f"{params['attack'].upper()} on {data}, {state}{steps}"
 
 
 class VerdictError(ValueError):
@@ -211,10 +234,7 @@ class Experiment:
         return self.cells.get((setting, attacker)) if setting is not None else None
 
     def title(self) -> str:
-        p = self.params
-        state = "" if p["model_state"] == "init" else f", global model after {p['model_state'].split(':')[1]} rounds"
-        steps = "" if p["local_steps"] == 1 else f", {p['local_steps']} local steps"
-        return f"{p['attack'].upper()} on {p['dataset']} ({p['model']}{state}{steps})"
+        return protocol(self.params)
 
 
 def choose_baseline(plan: Plan, defense: str, dataset: str, settings: list[DefenseSetting],

@@ -1,5 +1,5 @@
 """The verdict summary as Markdown and its figure (``results/verdict_summary.md``, read by chapter 5):
-the primary family first, in one short table, then the accuracies with the non-inferiority rule,
+the findings in sentences (:mod:`.findings`), the primary family in one short table, then the accuracies with the non-inferiority rule,
 the frontier, every experiment's cells and the exploratory comparisons, and the cost."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from .inference import Inference, non_inferior
 from .report import dataset_name, fmt, fraction_text, percent_interval, points_text, table
-from .verdict import WORST, Experiment, Plan, frontiers
+from .verdict import WORST, Experiment, Plan, frontiers, name
 
 
 def decibels(estimate: Inference | None) -> str:
@@ -29,7 +29,7 @@ def primary_table(experiments: list[Experiment], plan: Plan) -> list[str]:
         for c in e.comparisons:
             flag = "" if c.eligible else " (no setting as accurate)"
             rows.append([f"{e.params['attack'].upper()}, {dataset_name(e.params['dataset'])}",
-                         c.baseline.label() + flag, fraction_text(e.cell(c.baseline).rebuilt[plan.primary_threshold]),
+                         name(c.baseline) + flag, fraction_text(e.cell(c.baseline).rebuilt[plan.primary_threshold]),
                          fraction_text(e.cell(c.soteria).rebuilt[plan.primary_threshold]), points_text(c.rebuilt),
                          fmt(c.adjusted_p, 2), c.verdict()])
     return table(["attack, data", "baseline", f"rebuilt ≥ {plan.primary_threshold:g} dB", "Soteria",
@@ -44,7 +44,7 @@ def accuracy_table(accuracies: dict, plan: Plan) -> list[str]:
         if reference is not None and setting != plan.soteria:
             ok, lower = non_inferior(a.values, reference.values, plan.margins.get(dataset, 0.0))
             free = f"{'yes' if ok else 'no'} ({100 * lower:+.1f})"
-        rows.append([dataset_name(dataset), setting.label(), percent_interval(a.mean), str(len(a.values)),
+        rows.append([dataset_name(dataset), name(setting), percent_interval(a.mean), str(len(a.values)),
                      "–" if a.rounds is None else str(a.rounds),
                      "–" if a.late_gain is None else f"{100 * a.late_gain:+.2f}", free,
                      "" if a.epsilon is None else ("∞" if a.epsilon == float("inf") else f"{a.epsilon:.3g}")])
@@ -57,7 +57,7 @@ def cells_table(experiment: Experiment, plan: Plan) -> list[str]:
     attackers = sorted({a for _, a in experiment.cells}, key=lambda a: (a == WORST, a))
     rows = []
     for setting in experiment.settings:
-        row = [setting.label()]
+        row = [name(setting)]
         for attacker in attackers:
             cell = experiment.cell(setting, attacker)
             row.append("" if cell is None else fraction_text(cell.rebuilt[plan.primary_threshold]))
@@ -72,12 +72,21 @@ def cells_table(experiment: Experiment, plan: Plan) -> list[str]:
 
 def exploratory_table(experiment: Experiment) -> list[str]:
     return table(["baseline", "Hodges-Lehmann PSNR, baseline − Soteria", "Wilcoxon p", "Newcombe (McNemar p)"],
-                 [[c.baseline.label(), decibels(c.psnr), fmt(c.wilcoxon, 2),
+                 [[name(c.baseline), decibels(c.psnr), fmt(c.wilcoxon, 2),
                    f"{points_text(c.paired)} ({fmt(c.paired.p, 2)})"] for c in experiment.comparisons])
 
 
-def render(experiments: list[Experiment], accuracies: dict, plan: Plan, sources: str, figure: str | None) -> str:
-    lines = ["# Verdict summary", "", sources, "",
+TABLES = "<!-- the tables -->"  # where the findings end: the results appendix includes from here
+
+
+def render(experiments: list[Experiment], accuracies: dict, plan: Plan, sources: str, figure: str | None,
+           findings: list[str] = (), state: str | None = None) -> str:
+    """The summary; ``state`` (how much of the grid the results hold) opens the tables, so that the
+    results appendix, which includes only the tables, says it too."""
+    lines = ["# Verdict summary", "", sources, ""]
+    if findings:
+        lines += ["## Findings", "", *findings]
+    lines += [TABLES, "", *([state, ""] if state else []),
              f"## Primary comparisons (fixed before the runs; {', '.join(a.upper() for a in plan.attacks or ())}"
              f"{', ' if plan.attacks else ''}{plan.model_state}, {plan.local_steps} local step)", "",
              f"Share of runs rebuilt (PSNR ≥ {plan.primary_threshold:g} dB, worst case over the attackers that know the "
@@ -113,7 +122,9 @@ def frontier_figure(experiments: list[Experiment], accuracies: dict, plan: Plan)
             colour, marker = info.style
             xs = [100 * accuracies[(e.params["dataset"], s)].mean.value for s in settings]
             ys = [100 * e.cell(s).rebuilt[plan.primary_threshold].value for s in settings]
-            ax.plot(xs, ys, color=colour, marker=marker, linestyle=":", label=info.title)
+            on_top = 3 if defense == plan.soteria.defense else 2  # Soteria's point is never hidden
+            ax.plot(xs, ys, color=colour, marker=marker, linestyle=":", label=info.title, zorder=on_top,
+                    markersize=9 if on_top == 3 else 6, markerfacecolor="none" if on_top == 3 else colour)
             front = [(100 * accuracies[(e.params["dataset"], s)].mean.value,
                       100 * e.cell(s).rebuilt[plan.primary_threshold].value) for s in on_frontier]
             ax.plot([x for x, _ in front], [y for _, y in front], color=colour, linewidth=2)
@@ -125,6 +136,7 @@ def frontier_figure(experiments: list[Experiment], accuracies: dict, plan: Plan)
                 if a.low is not None:
                     ax.hlines(y, 100 * a.low, 100 * a.high, color=colour, alpha=0.4)
         ax.set_title(f"{e.params['attack'].upper()}, {dataset_name(e.params['dataset'])}", fontsize=10)
+        ax.set_ylim(-5, 105)
         ax.set_xlabel("FedAvg test accuracy (%)")
         ax.set_ylabel(f"runs rebuilt ≥ {plan.primary_threshold:g} dB (%)")
     handles, labels = axes[0].get_legend_handles_labels()

@@ -1,0 +1,226 @@
+"""The verdict's findings as sentences (chapter 5, "The verdict"): each stated once, generated from
+the results, so that the words change when the numbers do and the book never repeats a number it
+did not compute. The introduction and chapter 8 link to them instead of restating them.
+
+One finding per threat model, in the order chapter 5 reads them:
+
+* the attacker of the paper's evaluation (plain DLG) against Soteria, on the initial model;
+* the attackers that know Soteria (:mod:`soteria_lib.attacks.battery`), worst case run by run;
+* the primary family: Soteria against each baseline at the setting its accuracy chose
+  (:mod:`.verdict`), Holm-adjusted;
+* the noise baselines against the attackers that know them, and what their failures mean;
+* the accuracy each costs (FedAvg on the attacked model; the non-inferiority test);
+* the exploratory protocols: trained global models, several local steps, the GS arm.
+
+While the grid is not complete every finding is marked provisional, with how much of the grid it
+reads (:class:`Progress`).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from ..defenses import DefenseSetting, defense_info
+from .grid import Grid
+from .inference import ALPHA, non_inferior
+from .report import dataset_name, fraction_text, percent_interval, points_text
+from .results import RESULTS
+from .verdict import EXPERIMENT, Cell, Experiment, Plan, compare, name, protocol
+
+NONE = DefenseSetting("none", 0.0)
+NOISE = ("dp-gaussian", "dp-sgd")
+@dataclass(frozen=True)
+class Progress:
+    """How much of the grid the results hold."""
+
+    runs: int
+    runs_asked: int
+    fedavg: int
+    fedavg_asked: int
+
+    @property
+    def complete(self) -> bool:
+        return self.runs >= self.runs_asked and self.fedavg >= self.fedavg_asked
+
+    def text(self) -> str:
+        state = "complete" if self.complete else "not complete: every finding and table read from them is provisional"
+        return (f"The results hold {self.runs:,} of the grid's {self.runs_asked:,} reconstructions and "
+                f"{self.fedavg} of its {self.fedavg_asked} FedAvg runs ({state}).")
+
+
+def progress(grid: Grid, rows: list[dict], accuracies: dict) -> Progress:
+    """The grid's reconstructions found in ``rows`` (by run key) and its FedAvg cells in ``accuracies``."""
+    done = {RESULTS.run_key(row) for row in rows}
+    runs = sum(RESULTS.run_key(spec.params()) in done for spec in grid.reconstructions)
+    trained = {(a.dataset, a.setting, seed) for a in accuracies.values() for seed in a.seeds}
+    fedavg = sum((f.dataset, f.setting, f.seed) in trained for f in grid.fedavg)
+    return Progress(runs, len(grid.reconstructions), fedavg, len(grid.fedavg))
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: str
+    title: str
+    lead: str  # what is measured, ending in a colon
+    items: tuple[str, ...]  # one per dataset or comparison; empty: nothing has run yet
+    coda: str = ""  # how to read it
+
+
+def _where(e: Experiment) -> str:
+    return dataset_name(e.params["dataset"])
+
+
+def _primary(experiments: list[Experiment], plan: Plan) -> list[Experiment]:
+    return [e for e in experiments if plan.is_primary(e.params)]
+
+
+def _share(cell: Cell | None, threshold: float) -> str:
+    return "no runs yet" if cell is None else fraction_text(cell.rebuilt[threshold])
+
+
+def _best_attacker(cell: Cell | None) -> str | None:
+    """The attacker that gave the worst case most often (ties: alphabetical)."""
+    if cell is None or not cell.by_run:
+        return None
+    counts = Counter(row["attacker"] for row in cell.by_run.values())
+    return min(counts, key=lambda a: (-counts[a], a))
+
+
+def _difference(first: Cell | None, second: Cell | None, threshold: float) -> str:
+    """First minus second in runs rebuilt, paired, two-stage 95 % interval, with its reading."""
+    found = first and second and compare(first, second, threshold, True, 1 - ALPHA)
+    if not found:
+        return "no paired runs yet"
+    side = found.rebuilt.side()
+    reading = {"above": "resolved", "below": "resolved, the other way"}.get(side, "not resolved")
+    return f"{points_text(found.rebuilt)}, {reading}"
+
+
+def paper_attacker(experiments: list[Experiment], plan: Plan) -> Finding:
+    t = plan.primary_threshold
+    parts = [f"{_where(e)}: {_share(e.cell(NONE, 'plain'), t)} with no defense, "
+             f"{_share(e.cell(plan.soteria, 'plain'), t)} against {name(plan.soteria)}" for e in _primary(experiments, plan)]
+    return Finding("paper-attacker", "The attacker of the paper's evaluation",
+                   f"Plain DLG, which does not know the defense, on the initial model; runs rebuilt at {t:g} dB or "
+                   "more:", tuple(parts))
+
+
+def knowing_attacker(experiments: list[Experiment], plan: Plan) -> Finding:
+    t = plan.primary_threshold
+    parts = []
+    for e in _primary(experiments, plan):
+        worst, undefended = e.cell(plan.soteria), e.cell(NONE, "plain")
+        best = _best_attacker(worst)
+        parts.append(f"{_where(e)}: {_share(worst, t)} against {name(plan.soteria)} (most often the "
+                     f"{best or '–'} attacker's run), {_share(undefended, t)} for the plain attacker with no "
+                     f"defense; no defense minus Soteria {_difference(undefended, worst, t)}")
+    return Finding("knowing-attacker", "The attackers that know Soteria",
+                   "The best of the plain, mask-aware, layer-dropping and closed-form attackers, run by run (the "
+                   f"worst case), on the initial model; runs rebuilt at {t:g} dB or more:", tuple(parts))
+
+
+def primary(experiments: list[Experiment], plan: Plan) -> Finding:
+    t = plan.primary_threshold
+    parts = []
+    for e in _primary(experiments, plan):
+        compared = {c.baseline.defense: c for c in e.comparisons}
+        for defense in plan.baselines:
+            c = compared.get(defense)
+            if c is None:
+                parts.append(f"{_where(e)}, {defense_info(defense).title}: pending (the runs or the FedAvg accuracies that choose its "
+                             "setting are not all in)")
+                continue
+            p = "–" if c.adjusted_p is None else f"{c.adjusted_p:.2g}"
+            text = (f"{_where(e)}, {name(c.baseline)}: {_share(e.cell(c.baseline), t)} against Soteria's "
+                    f"{_share(e.cell(c.soteria), t)}; difference {points_text(c.rebuilt)}, Holm p = {p}: "
+                    f"**{c.verdict()}**")
+            if not c.eligible:
+                text += (" (not at matched accuracy: no setting of this baseline is within the margin, so this is "
+                         "its most accurate one, and it is less accurate than Soteria)")
+            parts.append(text)
+    return Finding("primary", "Soteria against the baselines at matched accuracy (the primary family)",
+                   f"Runs rebuilt at {t:g} dB, worst case over the attackers that know each defense, the baseline "
+                   "minus Soteria (above 0, Soteria leaks less); each baseline at its strongest setting whose mean "
+                   f"accuracy is within the margin of {name(plan.soteria)}'s:", tuple(parts),
+                   "A baseline that no attacker rebuilds leaks less here only as far as its attackers are strong "
+                   "(the next finding).")
+
+
+def noise(experiments: list[Experiment], plan: Plan) -> Finding:
+    t = plan.primary_threshold
+    parts, failed = [], []
+    for e in _primary(experiments, plan):
+        for setting in e.settings:
+            worst = e.cell(setting)
+            if setting.defense in NOISE and worst is not None:
+                parts.append(f"{_where(e)}, {name(setting)}: {_share(worst, t)}")
+                if worst.rebuilt[t].value == 0:
+                    failed.append(f"{_where(e)}, {name(setting)}")
+    coda = ("" if not failed else
+            f"Where every attacker fails ({'; '.join(failed)}), the failure is not evidence of privacy: on a "
+            "tuning image (CIFAR-10, Gaussian noise 0.01) the noise-aware attacker reads the defended layer's input "
+            "off the update to 1.4 % and DLG still does not find an image that matches it "
+            "(`experiments/tuning.toml`), so a stronger optimiser may succeed where these fail.")
+    return Finding("noise", "The noise baselines against the attackers that know them",
+                   "The best of the plain, closed-form and noise-aware attackers, run by run, on the initial model; "
+                   f"runs rebuilt at {t:g} dB or more:", tuple(parts), coda)
+
+
+def accuracy(accuracies: dict, plan: Plan) -> Finding:
+    parts = []
+    for dataset in sorted({d for d, _ in accuracies}, key=lambda d: d != "mnist"):
+        sot, none = accuracies.get((dataset, plan.soteria)), accuracies.get((dataset, NONE))
+        if sot is None or none is None:
+            missing = " and ".join(name(s) for s, a in ((plan.soteria, sot), (NONE, none)) if a is None)
+            parts.append(f"{dataset_name(dataset)}: {missing} not trained yet")
+            continue
+        margin = plan.margins.get(dataset, 0.0)
+        ok, lower = non_inferior(sot.values, none.values, margin)
+        text = (f"{dataset_name(dataset)}: {name(plan.soteria)} {percent_interval(sot.mean)} against "
+                f"{percent_interval(none.mean)} with no defense after {sot.rounds} rounds; non-inferior at a "
+                f"{100 * margin:g}-point margin: {'yes' if ok else 'not shown'} (lower bound {100 * lower:+.1f} points)")
+        gains = [a.late_gain for a in (sot, none) if a.late_gain is not None]
+        if gains and max(gains) > 0:
+            text += (f"; neither had levelled off (still gaining {100 * (sot.late_gain or 0):.2f} and "
+                     f"{100 * (none.late_gain or 0):.2f} points a round over the last quarter of rounds)")
+        parts.append(text)
+    return Finding("accuracy", "What Soteria costs in accuracy",
+                   "FedAvg test accuracy on the attacked model and protocol, mean over training seeds with its 95 % "
+                   "interval:", tuple(parts), "Only a non-inferiority test that passes supports \"at no cost in "
+                   "accuracy\".")
+
+
+def exploratory(experiments: list[Experiment], plan: Plan, asked: list[dict] = ()) -> Finding:
+    t = plan.primary_threshold
+    parts = [f"{protocol(e.params)}: {_share(e.cell(NONE, 'plain'), t)} with no defense (plain attacker), "
+             f"{_share(e.cell(plan.soteria, 'plain'), t)} against {name(plan.soteria)} (plain) and "
+             f"{_share(e.cell(plan.soteria), t)} (worst case)" for e in experiments if not plan.is_primary(e.params)]
+    ran = {tuple(e.params[c] for c in EXPERIMENT) for e in experiments}
+    waiting = {}
+    for params in asked:
+        key = tuple(params[c] for c in EXPERIMENT)
+        if key not in ran and not plan.is_primary(params):
+            waiting.setdefault(key, protocol(params))
+    parts += [f"{title}: not run yet" for title in waiting.values()]
+    return Finding("exploratory", "Other training states, local steps and attacks (exploratory)",
+                   f"Runs rebuilt at {t:g} dB or more, one model seed each:", tuple(parts),
+                   "The 5-step cells attack the mean of five gradients with a one-gradient objective, so they bound "
+                   "what such an update leaks from below.")
+
+
+def findings(experiments: list[Experiment], accuracies: dict, plan: Plan, grid: Grid | None = None) -> list[Finding]:
+    """Every finding; with ``grid``, the experiments it asks for that have no runs yet are named."""
+    asked = [spec.params() for spec in grid.reconstructions] if grid is not None else []
+    return [paper_attacker(experiments, plan), knowing_attacker(experiments, plan), primary(experiments, plan),
+            noise(experiments, plan), accuracy(accuracies, plan), exploratory(experiments, plan, asked)]
+
+
+def render(found: list[Finding], state: Progress | None = None) -> list[str]:
+    """The findings as Markdown: each its title in bold and what it measures, a bullet per dataset or
+    comparison, and how to read it."""
+    lines = [] if state is None else [state.text(), ""]
+    for f in found:
+        lines += [f"**{f.title}.** {f.lead}", ""]
+        lines += [f"* {item}" for item in f.items] or ["* no runs yet"]
+        lines += ["", *([f.coda, ""] if f.coda else [])]
+    return lines
