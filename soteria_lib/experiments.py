@@ -48,7 +48,7 @@ from .sweep.results import RESULTS, read_rows
 from .sweep.accuracy import read_accuracies
 from .sweep.summary import missing_cells, summarize, to_json
 from .sweep.findings import findings, progress, render as render_findings
-from .sweep.verdict import WORST, build as build_verdict
+from .sweep.verdict import WORST, Design, build as build_verdict
 from .sweep.verdict_report import figure_writer as verdict_figure_writer, render as render_verdict
 
 # Bad input, refused before any work: one line, exit status 2. A results file that another
@@ -200,13 +200,13 @@ def verdict_summary(csv_path: Path, fedavg: str, grid, output: Path, keep_first:
     together or not at all."""
     accuracies = read_accuracies(fedavg) if Path(fedavg).is_dir() else {}
     rows = RESULTS.unique_rows(read_rows(csv_path), csv_path, keep_first)
-    experiments = build_verdict(rows, accuracies, grid.verdict)
+    experiments = build_verdict(rows, accuracies, grid.verdict, Design.of(grid, grid.verdict))
     state = progress(grid, rows, accuracies)
     found = findings(experiments, accuracies, grid.verdict, grid)
     figure, draw = verdict_figure_writer(experiments, accuracies, grid.verdict, output)
     sources = (f"From `{csv_path}` ({sum(len(c.by_run) for e in experiments for (s, a), c in e.cells.items() if a != WORST)} "
                f"runs) and the FedAvg cells in `{fedavg}`. Written by `python -m soteria_lib.experiments summarize`.")
-    text = render_verdict(experiments, accuracies, grid.verdict, sources, figure.name, render_findings(found),
+    text = render_verdict(experiments, accuracies, grid.verdict, sources, figure.name, render_findings(found, state),
                           state.text())
     record = {"progress": vars(state), "findings": [vars(f) for f in found], "experiments": [
         {**e.params, "cells": [c.record() for c in e.cells.values()], "comparisons": [c.record() for c in e.comparisons],

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from soteria_lib.defenses import DefenseSetting
-from soteria_lib.sweep.inference import (frontier, hodges_lehmann, holm, mcnemar_p, newcombe_interval,
-                                         non_inferior, two_stage_interval)
+from soteria_lib.sweep.inference import (envelope, frontier, hodges_lehmann, holm, mcnemar_p, newcombe_interval,
+                                         non_inferior, two_stage_interval, wilson)
 from soteria_lib.sweep.accuracy import Accuracy, late_gain
 from soteria_lib.sweep.statistics import mean_interval
-from soteria_lib.sweep.verdict import WORST, Plan, build, choose_baseline, effective_psnr, make_cell
+from soteria_lib.sweep.verdict import WORST, Design, Plan, build, choose_baseline, compare, effective_psnr, make_cell
 
 
 def test_hodges_lehmann_is_the_median_of_walsh_averages():
@@ -171,3 +171,75 @@ def test_the_primary_family_holds_only_the_attacks_the_plan_names():
     assert only_dlg["gs"].comparisons[0].adjusted_p is None  # outside the family: not adjusted
     assert only_dlg["dlg"].comparisons[0].adjusted_p == only_dlg["dlg"].comparisons[0].rebuilt.p
     assert Plan.from_table({"soteria": 80, "baselines": ["prune"], "attacks": ["dlg"]}).attacks == ("dlg",)
+
+
+def test_runs_that_all_agree_are_not_certainty():
+    """Every run rebuilt on one side, none on the other: the two-stage bootstrap has nothing to
+    resample (a zero-width interval, p at its floor, whatever n). The exact paired interval widens
+    it, McNemar's p replaces the floor, and fewer than 3 model seeds resolve nothing."""
+    setting, soteria = DefenseSetting("prune", 50), DefenseSetting("soteria", 80)
+
+    def cell(s, psnr, seeds, images):
+        return make_cell(s, "plain", [_row(s.defense, s.to_json(), "plain", seed, image, psnr)
+                                      for seed in seeds for image in range(images)], (20.0,))
+
+    bootstrap = two_stage_interval({1: [-1.0] * 3, 2: [-1.0] * 3}, np.mean)
+    assert (bootstrap.low, bootstrap.high) == (-1.0, -1.0)  # what the envelope is for
+    two_seeds = compare(cell(setting, 5.0, (1, 2), 3), cell(soteria, 30.0, (1, 2), 3), 20.0, True, 0.95)
+    assert two_seeds.rebuilt.value == -1 and two_seeds.rebuilt.high > -1  # widened by Newcombe
+    assert two_seeds.rebuilt.p == pytest.approx(mcnemar_p(0, 6)) == pytest.approx(0.03125)
+    assert two_seeds.verdict() == "no difference resolved"  # two seeds cannot show that seeds agree
+    three_seeds = compare(cell(setting, 5.0, (0, 1, 2), 10), cell(soteria, 30.0, (0, 1, 2), 10), 20.0, True, 0.95)
+    assert three_seeds.verdict() == "Soteria leaks more"  # 30 discordant pairs over every seed
+    share = cell(setting, 30.0, (0, 1, 2), 2).rebuilt[20.0]
+    assert share.value == 1 and (share.low, share.high) == pytest.approx((wilson(6, 6)[0], 1.0))
+    assert envelope(bootstrap, -0.5, -0.2, 0.3).p == 0.3 and envelope(bootstrap, -0.5, -0.2).low == -1.0
+
+
+class _Spec:
+    """The part of a grid's reconstruction spec the design reads."""
+
+    def __init__(self, defense, attacker):
+        self.setting, self.attacker, self.defense = defense, attacker, defense
+
+    def params(self):
+        return _row(self.setting.defense, self.setting.to_json(), self.attacker, 0, 0, 0.0)
+
+
+class _Cell:
+    def __init__(self, setting, seed):
+        self.dataset, self.setting, self.seed = "mnist", setting, seed
+
+
+class _Grid:
+    def __init__(self, specs, cells):
+        self.reconstructions, self.fedavg = specs, cells
+
+
+def test_a_sweep_still_running_is_read_as_unfinished():
+    """With the grid's design: a worst case waits for every attacker the grid asks for, a baseline
+    is chosen only once each of its settings and Soteria have every training seed, and Holm counts
+    the comparisons still missing (p = 1) in the planned family."""
+    soteria, p50, p80 = DefenseSetting("soteria", 80), DefenseSetting("prune", 50), DefenseSetting("prune", 80)
+    rows = [_row(s.defense, s.to_json(), a, seed, image, psnr) for seed in range(3) for image in range(4)
+            for s, a, psnr in ((soteria, "plain", 5.0), (soteria, "mask-aware", 30.0), (p50, "plain", 25.0),
+                               (p80, "plain", 8.0))]
+    plan = Plan(soteria, ("prune", "dp-gaussian"))
+    specs = [_Spec(soteria, a) for a in ("plain", "mask-aware", "layer-dropping")] + [
+        _Spec(p, "plain") for p in (p50, p80)]
+    cells = [_Cell(s, seed) for s in (soteria, p50, p80) for seed in range(3)]
+    design = Design.of(_Grid(specs, cells), plan)
+    accuracies = {("mnist", s): _accuracy(s, v) for s, v in
+                  ((soteria, [0.90, 0.91, 0.90]), (p50, [0.905, 0.91, 0.90]), (p80, [0.80, 0.81, 0.79]))}
+    [waiting] = build(rows, accuracies, plan, design)
+    assert waiting.cell(soteria) is None  # layer-dropping has not run: no worst case yet
+    assert waiting.cell(soteria, "mask-aware").rebuilt[20.0].value == 1
+    [without] = build(rows, accuracies, plan)
+    assert without.cell(soteria).rebuilt[20.0].value == 1  # without the design: the attackers present
+    rows += [_row("soteria", soteria.to_json(), "layer-dropping", seed, image, 6.0)
+             for seed in range(3) for image in range(4)]
+    [done] = build(rows, accuracies, plan, design)
+    [comparison] = done.comparisons
+    assert comparison.baseline == p50 and comparison.adjusted_p == pytest.approx(min(1.0, 2 * comparison.rebuilt.p))
+    untrained = {**accuracies, ("mnist", p50): _accuracy(p50, [0.905, 0.91])}  # one seed still training
+    assert build(rows, untrained, plan, design)[0].comparisons == []  # pending, not pruning at 80 %

@@ -17,7 +17,6 @@ reads (:class:`Progress`).
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 from ..defenses import DefenseSetting, defense_info
@@ -25,7 +24,7 @@ from .grid import Grid
 from .inference import ALPHA, non_inferior
 from .report import dataset_name, fraction_text, percent_interval, points_text
 from .results import RESULTS
-from .verdict import EXPERIMENT, Cell, Experiment, Plan, compare, name, protocol
+from .verdict import EXPERIMENT, WORST, Cell, Design, Experiment, Plan, compare, name, protocol
 
 NONE = DefenseSetting("none", 0.0)
 NOISE = ("dp-gaussian", "dp-sgd")
@@ -78,12 +77,12 @@ def _share(cell: Cell | None, threshold: float) -> str:
     return "no runs yet" if cell is None else fraction_text(cell.rebuilt[threshold])
 
 
-def _best_attacker(cell: Cell | None) -> str | None:
-    """The attacker that gave the worst case most often (ties: alphabetical)."""
-    if cell is None or not cell.by_run:
-        return None
-    counts = Counter(row["attacker"] for row in cell.by_run.values())
-    return min(counts, key=lambda a: (-counts[a], a))
+def _each_knowing(e: Experiment, setting: DefenseSetting, t: float) -> str:
+    """Each attacker that knows the defense, with its own count: ``mask-aware 6/6, ...``."""
+    names = sorted(a for s, a in e.cells if s == setting and a not in (WORST, "plain"))
+    counts = [f"{a} {round(c.rebuilt[t].value * c.rebuilt[t].n)}/{c.rebuilt[t].n}"
+              for a in names for c in [e.cell(setting, a)]]
+    return ", ".join(counts) or "none has run yet"
 
 
 def _difference(first: Cell | None, second: Cell | None, threshold: float) -> str:
@@ -93,7 +92,7 @@ def _difference(first: Cell | None, second: Cell | None, threshold: float) -> st
         return "no paired runs yet"
     side = found.rebuilt.side()
     reading = {"above": "resolved", "below": "resolved, the other way"}.get(side, "not resolved")
-    return f"{points_text(found.rebuilt)}, {reading}"
+    return f"{points_text(found.rebuilt)} on {found.rebuilt.n} paired runs, {reading}"
 
 
 def paper_attacker(experiments: list[Experiment], plan: Plan) -> Finding:
@@ -110,18 +109,21 @@ def knowing_attacker(experiments: list[Experiment], plan: Plan) -> Finding:
     parts = []
     for e in _primary(experiments, plan):
         worst, undefended = e.cell(plan.soteria), e.cell(NONE, "plain")
-        best = _best_attacker(worst)
-        parts.append(f"{_where(e)}: {_share(worst, t)} against {name(plan.soteria)} (most often the "
-                     f"{best or '–'} attacker's run), {_share(undefended, t)} for the plain attacker with no "
+        parts.append(f"{_where(e)}: {_share(worst, t)} against {name(plan.soteria)} (each attacker that knows it: "
+                     f"{_each_knowing(e, plan.soteria, t)}), {_share(undefended, t)} for the plain attacker with no "
                      f"defense; no defense minus Soteria {_difference(undefended, worst, t)}")
     return Finding("knowing-attacker", "The attackers that know Soteria",
                    "The best of the plain, mask-aware, layer-dropping and closed-form attackers, run by run (the "
                    f"worst case), on the initial model; runs rebuilt at {t:g} dB or more:", tuple(parts))
 
 
-def primary(experiments: list[Experiment], plan: Plan) -> Finding:
+def primary(experiments: list[Experiment], plan: Plan, design: Design | None = None) -> Finding:
     t = plan.primary_threshold
     parts = []
+    ran = {tuple(e.params[c] for c in EXPERIMENT) for e in experiments}
+    for key in (design.primary if design else ()):
+        if key not in ran:
+            parts.append(f"{protocol(dict(zip(EXPERIMENT, key)))}: pending (no runs yet)")
     for e in _primary(experiments, plan):
         compared = {c.baseline.defense: c for c in e.comparisons}
         for defense in plan.baselines:
@@ -131,13 +133,12 @@ def primary(experiments: list[Experiment], plan: Plan) -> Finding:
                              "setting are not all in)")
                 continue
             p = "–" if c.adjusted_p is None else f"{c.adjusted_p:.2g}"
-            text = (f"{_where(e)}, {name(c.baseline)}: {_share(e.cell(c.baseline), t)} against Soteria's "
-                    f"{_share(e.cell(c.soteria), t)}; difference {points_text(c.rebuilt)}, Holm p = {p}: "
-                    f"**{c.verdict()}**")
-            if not c.eligible:
-                text += (" (not at matched accuracy: no setting of this baseline is within the margin, so this is "
-                         "its most accurate one, and it is less accurate than Soteria)")
-            parts.append(text)
+            reading = (f"**{c.verdict()}**" if c.eligible else
+                       "not a comparison at matched accuracy: no setting of this baseline is within the margin, so "
+                       "the rule took its most accurate one, which is less accurate than Soteria")
+            parts.append(f"{_where(e)}, {name(c.baseline)}: {_share(e.cell(c.baseline), t)} against Soteria's "
+                         f"{_share(e.cell(c.soteria), t)}; difference {points_text(c.rebuilt)} on {c.rebuilt.n} "
+                         f"paired runs, Holm p = {p}: {reading}")
     return Finding("primary", "Soteria against the baselines at matched accuracy (the primary family)",
                    f"Runs rebuilt at {t:g} dB, worst case over the attackers that know each defense, the baseline "
                    "minus Soteria (above 0, Soteria leaks less); each baseline at its strongest setting whose mean "
@@ -157,10 +158,11 @@ def noise(experiments: list[Experiment], plan: Plan) -> Finding:
                 if worst.rebuilt[t].value == 0:
                     failed.append(f"{_where(e)}, {name(setting)}")
     coda = ("" if not failed else
-            f"Where every attacker fails ({'; '.join(failed)}), the failure is not evidence of privacy: on a "
-            "tuning image (CIFAR-10, Gaussian noise 0.01) the noise-aware attacker reads the defended layer's input "
-            "off the update to 1.4 % and DLG still does not find an image that matches it "
-            "(`experiments/tuning.toml`), so a stronger optimiser may succeed where these fail.")
+            f"Where every attacker fails ({'; '.join(failed)}), the failure is evidence of privacy only as far as "
+            "these attackers are strong, and none of them is known to be the strongest against noise: on one "
+            "CIFAR-10 tuning image at σ = 0.01 the noise-aware attacker reads the defended layer's input off the "
+            "update to 1.4 %, and DLG still does not find an image that matches it (recorded where its prior's "
+            "weight is set, `soteria_lib/attacks/battery.py`). A stronger attacker may succeed where these fail.")
     return Finding("noise", "The noise baselines against the attackers that know them",
                    "The best of the plain, closed-form and noise-aware attackers, run by run, on the initial model; "
                    f"runs rebuilt at {t:g} dB or more:", tuple(parts), coda)
@@ -211,8 +213,10 @@ def exploratory(experiments: list[Experiment], plan: Plan, asked: list[dict] = (
 def findings(experiments: list[Experiment], accuracies: dict, plan: Plan, grid: Grid | None = None) -> list[Finding]:
     """Every finding; with ``grid``, the experiments it asks for that have no runs yet are named."""
     asked = [spec.params() for spec in grid.reconstructions] if grid is not None else []
-    return [paper_attacker(experiments, plan), knowing_attacker(experiments, plan), primary(experiments, plan),
-            noise(experiments, plan), accuracy(accuracies, plan), exploratory(experiments, plan, asked)]
+    design = Design.of(grid, plan) if grid is not None else None
+    return [paper_attacker(experiments, plan), knowing_attacker(experiments, plan),
+            primary(experiments, plan, design), noise(experiments, plan), accuracy(accuracies, plan),
+            exploratory(experiments, plan, asked)]
 
 
 def render(found: list[Finding], state: Progress | None = None) -> list[str]:

@@ -15,6 +15,9 @@ the two defenses' runs on the same seed and image.
 * :func:`newcombe_interval` and :func:`mcnemar_p`: the difference of two paired proportions
   (runs rebuilt) with Newcombe's hybrid score interval (method 10 of Newcombe, Stat. Med. 1998)
   and the exact McNemar test on the discordant pairs.
+* :func:`envelope`: where the bootstrap has nothing to resample (every run agrees), the exact
+  interval (Wilson for a share, Newcombe for a paired difference, with McNemar's p) widens it; a
+  difference is resolved only where the envelope excludes 0 over at least :data:`MIN_SEEDS` seeds.
 * :func:`holm`: Holm's step-down adjustment of a family of p-values fixed before the runs; the
   family's intervals are Bonferroni intervals (level ``1 - alpha / m``), which agree with Holm's
   first step and are conservative for the others.
@@ -35,6 +38,7 @@ from scipy import stats
 RESAMPLES = 2000
 SEED = 0
 ALPHA = 0.05
+MIN_SEEDS = 3  # a difference is resolved only over at least this many model seeds (the design's 3)
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,22 @@ class Inference:
     n: int
 
     def side(self) -> str | None:
-        """``"above"`` or ``"below"`` when the interval excludes 0 on that side."""
-        if self.low is None or self.high is None:
+        """``"above"`` or ``"below"`` when the interval excludes 0 on that side and rests on at least
+        :data:`MIN_SEEDS` model seeds (fewer cannot show that the seeds agree)."""
+        if self.low is None or self.high is None or self.seeds < MIN_SEEDS:
             return None
         return "above" if self.low > 0 else "below" if self.high < 0 else None
+
+
+def envelope(bootstrap: Inference, low: float, high: float, p: float | None = None) -> Inference:
+    """``bootstrap`` with the wider of its interval and an exact one (``low``, ``high``) for the same
+    estimate, and the larger of the two p-values. The two-stage bootstrap respects the clusters but
+    has nothing to resample where every run agrees (a zero-width interval at any n); the exact
+    interval treats runs as independent but never collapses. The envelope is conservative on both
+    counts."""
+    ps = [q for q in (bootstrap.p, p) if q is not None]
+    return Inference(bootstrap.value, min(bootstrap.low, low), max(bootstrap.high, high), max(ps) if ps else None,
+                     bootstrap.level, bootstrap.seeds, bootstrap.n)
 
 
 def hodges_lehmann(differences: Sequence[float]) -> float:
@@ -104,7 +120,8 @@ def wilcoxon_p(differences: Sequence[float]) -> float | None:
     return float(stats.wilcoxon(d, zero_method="wilcox").pvalue)
 
 
-def _wilson(successes: int, n: int, level: float) -> tuple[float, float]:
+def wilson(successes: int, n: int, level: float = 1 - ALPHA) -> tuple[float, float]:
+    """Wilson's score interval of a share of ``n`` independent runs."""
     found = stats.binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
     return float(found.low), float(found.high)
 
@@ -119,8 +136,8 @@ def newcombe_interval(first: Sequence[bool], second: Sequence[bool], level: floa
     both, only_first, only_second = int(np.sum(a_ & b_)), int(np.sum(a_ & ~b_)), int(np.sum(~a_ & b_))
     neither = n - both - only_first - only_second
     p1, p2 = (both + only_first) / n, (both + only_second) / n
-    l1, u1 = _wilson(both + only_first, n, level)
-    l2, u2 = _wilson(both + only_second, n, level)
+    l1, u1 = wilson(both + only_first, n, level)
+    l2, u2 = wilson(both + only_second, n, level)
     margins = (both + only_first) * (only_second + neither) * (both + only_second) * (only_first + neither)
     phi = (both * neither - only_first * only_second) / math.sqrt(margins) if margins else 0.0
     diff = p1 - p2

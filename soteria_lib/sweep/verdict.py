@@ -20,7 +20,8 @@ nothing) and above at :data:`PSNR_CEILING`; a run counts as rebuilt by its own P
 floor (a trivial guess that happens to reach a threshold has rebuilt nothing). Per setting, the
 *worst case* over the attackers that faced it takes, run by run, the attacker with the highest
 PSNR. A cell reports its share of runs rebuilt at each threshold and its median PSNR, with
-two-stage intervals (seeds, then images; :mod:`.inference`).
+two-stage intervals (seeds, then images; :mod:`.inference`); a share's interval is widened to
+Wilson's where the bootstrap has nothing to resample (every run agrees).
 
 **Primary comparisons.** For each attack, dataset and baseline defense B: among B's settings
 whose mean FedAvg accuracy is within the dataset's margin of the headline Soteria setting's
@@ -30,8 +31,12 @@ one-sided non-inferiority test (:func:`~.inference.non_inferior`) does not choos
 training seeds it accepts no setting at these margins, not even no defense; it is reported
 beside each accuracy, and only it may support "at no cost in accuracy". The endpoint: B's share
 of runs rebuilt at the primary threshold minus Soteria's, worst case, paired by run (above 0:
-Soteria leaks less), with its two-stage interval at the Bonferroni level of the family and
-Holm-adjusted p-values.
+Soteria leaks less), with its two-stage interval at the Bonferroni level of the family, widened to
+Newcombe's paired interval, its p-value the larger of the bootstrap's and McNemar's, Holm-adjusted
+over the planned family; resolved only over at least three model seeds
+(:func:`~.inference.envelope`). Read against the grid (:class:`Design`), a sweep still running
+is read as unfinished: a worst case waits for every attacker of its setting, a baseline for the
+accuracies of all its settings and Soteria's, and a missing comparison counts as p = 1.
 Secondary, exploratory: the Hodges-Lehmann paired PSNR difference (B minus Soteria, dB) with
 Wilcoxon's p, Newcombe's interval and McNemar's p for the paired shares, every other protocol
 (trained models, several local steps) and every other pair of settings.
@@ -45,8 +50,8 @@ import numpy as np
 
 from ..data import DATASETS
 from ..defenses import DefenseSetting, defense_info
-from .inference import (ALPHA, Inference, frontier, hodges_lehmann, holm, newcombe_interval,
-                        two_stage_interval, wilcoxon_p)
+from .inference import (ALPHA, Inference, envelope, frontier, hodges_lehmann, holm, newcombe_interval,
+                        two_stage_interval, wilcoxon_p, wilson)
 
 EXPERIMENT = ("attack", "dataset", "scale", "max_iterations", "attack_options", "model", "model_options",
               "input_space", "model_state", "local_steps")
@@ -164,22 +169,31 @@ def _by_seed(values: dict) -> dict:
     return grouped
 
 
+def _share(hits: dict) -> Inference:
+    """A share of runs rebuilt: two-stage interval, widened to Wilson's where narrower."""
+    found = two_stage_interval(_by_seed({k: float(v) for k, v in hits.items()}), np.mean)
+    return envelope(found, *wilson(sum(hits.values()), len(hits)))
+
+
 def make_cell(setting: DefenseSetting, attacker: str, rows: list[dict], thresholds) -> Cell:
     by_run = {(r["seed"], r["target_id"]): r for r in rows}
     psnr = {k: effective_psnr(r) for k, r in by_run.items()}
-    shares = {t: two_stage_interval(_by_seed({k: float(rebuilt(r, t)) for k, r in by_run.items()}), np.mean)
-              for t in thresholds}
+    shares = {t: _share({k: rebuilt(r, t) for k, r in by_run.items()}) for t in thresholds}
     rates = [r["effective_rate"] for r in rows if r["effective_rate"] is not None]
     return Cell(setting, attacker, by_run, shares, two_stage_interval(_by_seed(psnr), np.median),
                 float(np.mean(rates)) if rates else None)
 
 
 def worst_case(setting: DefenseSetting, cells: list[Cell], thresholds) -> Cell | None:
-    """Run by run, the attacker with the highest PSNR, over the runs every attacker has."""
+    """Run by run, the attacker with the highest PSNR (ties: the first by name), over the runs every
+    attacker has; ``None`` in place of a cell (an attacker with no runs yet) leaves no run."""
+    if not cells or any(c is None for c in cells):
+        return None
     shared = set.intersection(*(set(c.by_run) for c in cells))
     if not shared:
         return None
-    rows = [max((c.by_run[k] for c in cells), key=raw_psnr) for k in sorted(shared)]
+    ordered = sorted(cells, key=lambda c: c.attacker)
+    rows = [max((c.by_run[k] for c in ordered), key=raw_psnr) for k in sorted(shared)]
     return make_cell(setting, WORST, rows, thresholds)
 
 
@@ -217,7 +231,8 @@ def compare(baseline: Cell, soteria: Cell, threshold: float, eligible: bool, lev
     shares = two_stage_interval(_by_seed({k: float(hit_b[k]) - float(hit_s[k]) for k in keys}), np.mean, level)
     paired = newcombe_interval([hit_b[k] for k in keys], [hit_s[k] for k in keys], level)
     differences = {k: b[k] - s[k] for k in keys}
-    return Comparison(baseline.setting, soteria.setting, eligible, shares, paired,
+    return Comparison(baseline.setting, soteria.setting, eligible, envelope(shares, paired.low, paired.high, paired.p),
+                      paired,
                       two_stage_interval(_by_seed(differences), hodges_lehmann, level),
                       wilcoxon_p(list(differences.values())))
 
@@ -259,15 +274,47 @@ def attackers_faced(cells: dict) -> dict:
     return faced
 
 
-def build(rows: list[dict], accuracies: dict, plan: Plan) -> list[Experiment]:
+@dataclass(frozen=True)
+class Design:
+    """What the grid asks for, so that a sweep still running is read as unfinished: the attackers
+    each setting faces (a worst case waits for all of them), the training seeds of each FedAvg cell
+    (a baseline is chosen only once every setting of it, and Soteria, is trained) and the primary
+    experiments (the family's size is the planned one, a missing comparison counting as p = 1)."""
+
+    attackers: dict  # (experiment key, setting) -> attacker names
+    trained: dict  # (dataset, setting) -> training seeds asked
+    primary: tuple  # the primary experiments' keys, in grid order
+
+    @classmethod
+    def of(cls, grid, plan: Plan) -> "Design":
+        attackers: dict = {}
+        primary: dict = {}
+        for spec in grid.reconstructions:
+            params = spec.params()
+            key = tuple(params[c] for c in EXPERIMENT)
+            attackers.setdefault((key, spec.setting), set()).add(spec.attacker)
+            if plan.is_primary(params):
+                primary.setdefault(key, None)
+        trained: dict = {}
+        for cell in grid.fedavg:
+            trained[(cell.dataset, cell.setting)] = trained.get((cell.dataset, cell.setting), 0) + 1
+        return cls({k: frozenset(v) for k, v in attackers.items()}, trained, tuple(primary))
+
+    def trained_enough(self, accuracies: dict, dataset: str, defenses: tuple[str, ...]) -> bool:
+        return all(len(accuracies[(d, s)].seeds) >= n if (d, s) in accuracies else False
+                   for (d, s), n in self.trained.items() if d == dataset and s.defense in defenses)
+
+
+def build(rows: list[dict], accuracies: dict, plan: Plan, design: Design | None = None) -> list[Experiment]:
     """The experiments of the results rows, their cells and worst cases, and the comparisons of the
-    primary protocol (the primary family's adjusted p-values and intervals included)."""
+    primary protocol (the primary family's adjusted p-values and intervals included). With the
+    grid's ``design``, what it asks for and has not run yet is left out instead of guessed at."""
     grouped: dict[tuple, dict[tuple, list[dict]]] = {}
     for row in rows:
         key = tuple(row[c] for c in EXPERIMENT)
         setting = DefenseSetting.from_json(row["defense"], row["defense_settings"])
         grouped.setdefault(key, {}).setdefault((setting, row["attacker"]), []).append(row)
-    primary = [k for k in grouped if plan.is_primary(dict(zip(EXPERIMENT, k)))]
+    primary = list(design.primary) if design else [k for k in grouped if plan.is_primary(dict(zip(EXPERIMENT, k)))]
     family_size = max(1, len(primary) * len(plan.baselines))
     experiments = []
     for key, by_cell in grouped.items():
@@ -275,12 +322,15 @@ def build(rows: list[dict], accuracies: dict, plan: Plan) -> list[Experiment]:
         settings = sorted({s for s, _ in by_cell}, key=DefenseSetting.sort_key)
         cells = {(s, a): make_cell(s, a, r, plan.thresholds) for (s, a), r in by_cell.items()}
         for setting, names in attackers_faced(cells).items():
-            worst = worst_case(setting, [cells[(setting, a)] for a in names], plan.thresholds)
+            asked = design.attackers.get((key, setting), names) if design else names
+            worst = worst_case(setting, [cells.get((setting, a)) for a in sorted(asked)], plan.thresholds)
             if worst is not None:
                 cells[(setting, WORST)] = worst
         level = 1 - ALPHA / family_size if key in primary else 1 - ALPHA
         comparisons = []
         for defense in plan.baselines:
+            if design and not design.trained_enough(accuracies, params["dataset"], (defense, plan.soteria.defense)):
+                continue  # pending: the rule must see every setting's accuracy
             baseline, eligible = choose_baseline(plan, defense, params["dataset"], settings, accuracies)
             sot, base = cells.get((plan.soteria, WORST)), cells.get((baseline, WORST))
             found = base and sot and compare(base, sot, plan.primary_threshold, eligible, level)
@@ -289,7 +339,8 @@ def build(rows: list[dict], accuracies: dict, plan: Plan) -> list[Experiment]:
         cpu = sum(r["cpu_seconds"] for rs in by_cell.values() for r in rs)
         experiments.append(Experiment(params, settings, cells, comparisons, cpu))
     family = [c for e in experiments if tuple(e.params[k] for k in EXPERIMENT) in primary for c in e.comparisons]
-    for comparison, p in zip(family, holm([c.rebuilt.p for c in family])):
+    planned = [c.rebuilt.p for c in family] + ([1.0] * (family_size - len(family)) if design else [])
+    for comparison, p in zip(family, holm(planned)):
         comparison.adjusted_p = p
     experiments.sort(key=lambda e: (e.params["model_state"] != plan.model_state, e.params["local_steps"],
                                     e.params["attack"], e.params["dataset"] != "mnist", e.params["model_state"]))
