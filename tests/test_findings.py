@@ -147,3 +147,28 @@ def test_the_committed_summary_reads_the_committed_rows():
                      read_accuracies(root / "results" / "fedavg-verdict"))
     assert json.loads((root / "results" / "verdict_summary.json").read_text())["progress"] == vars(state)
     assert state.text() in (root / "results" / "verdict_summary.md").read_text()
+
+
+@pytest.mark.parametrize("rounds, counted", [(5, 1), (4, 0)])
+def test_a_fedavg_cell_counts_only_when_trained_for_the_grids_rounds(tmp_path, rounds, counted):
+    """A leftover metrics file of a shorter training (CIFAR-10 once ran 10 rounds, now 40) is not
+    progress."""
+    grid = tmp_path / "g.toml"
+    grid.write_text('scale = "teaching"\nimages = [0]\nseeds = [0]\n[defenses]\nnone = true\n'
+                    '[attacks.dlg]\ndatasets = ["mnist"]\nmax_iterations = 2\n'
+                    f'[fedavg]\ndatasets = ["mnist"]\noutput = "{tmp_path}"\noptions = {{rounds = {rounds}}}\n')
+    state = progress(load_grid(grid), [], {("mnist", NONE): _accuracy(NONE, [0.5])})  # trained 5 rounds
+    assert (state.fedavg, state.fedavg_asked) == (counted, 1)
+
+
+def test_the_accuracy_cost_waits_for_every_training_seed(tmp_path):
+    """One of three Soteria seeds trained: its accuracy is shown as such and no test is run on it."""
+    grid = tmp_path / "g.toml"
+    grid.write_text('scale = "teaching"\nimages = [0]\nseeds = [0]\n[defenses]\nnone = true\nsoteria = [80]\n'
+                    '[attacks.dlg]\ndatasets = ["mnist"]\nmax_iterations = 2\n'
+                    f'[fedavg]\ndatasets = ["mnist"]\nseeds = [0, 1, 2]\noutput = "{tmp_path}"\n')
+    experiments, accuracies, plan = _sweep(knowing_psnr=30.0)
+    partial = {**accuracies, ("mnist", SOTERIA): _accuracy(SOTERIA, [0.905])}
+    [item] = _by_key(findings(experiments, partial, plan, load_grid(grid)))["accuracy"].items
+    assert item.endswith("after 1 of 3 training seeds, against 91 [88.5, 93.5] % with no defense; the "
+                         "non-inferiority test waits for every seed") and item.startswith("MNIST: Soteria 80 % 90.5")

@@ -48,11 +48,12 @@ class Progress:
 
 
 def progress(grid: Grid, rows: list[dict], accuracies: dict) -> Progress:
-    """The grid's reconstructions found in ``rows`` (by run key) and its FedAvg cells in ``accuracies``."""
+    """The grid's reconstructions found in ``rows`` (by run key) and its FedAvg cells in ``accuracies``
+    (by dataset, setting and seed, trained for the grid's number of rounds)."""
     done = {RESULTS.run_key(row) for row in rows}
     runs = sum(RESULTS.run_key(spec.params()) in done for spec in grid.reconstructions)
-    trained = {(a.dataset, a.setting, seed) for a in accuracies.values() for seed in a.seeds}
-    fedavg = sum((f.dataset, f.setting, f.seed) in trained for f in grid.fedavg)
+    trained = {(a.dataset, a.setting, seed, a.rounds) for a in accuracies.values() for seed in a.seeds}
+    fedavg = sum((f.dataset, f.setting, f.seed, f.experiment().training.rounds) in trained for f in grid.fedavg)
     return Progress(runs, len(grid.reconstructions), fedavg, len(grid.fedavg))
 
 
@@ -168,7 +169,7 @@ def noise(experiments: list[Experiment], plan: Plan) -> Finding:
                    f"runs rebuilt at {t:g} dB or more:", tuple(parts), coda)
 
 
-def accuracy(accuracies: dict, plan: Plan) -> Finding:
+def accuracy(accuracies: dict, plan: Plan, design: Design | None = None) -> Finding:
     parts = []
     for dataset in sorted({d for d, _ in accuracies}, key=lambda d: d != "mnist"):
         sot, none = accuracies.get((dataset, plan.soteria)), accuracies.get((dataset, NONE))
@@ -176,15 +177,20 @@ def accuracy(accuracies: dict, plan: Plan) -> Finding:
             missing = " and ".join(name(s) for s, a in ((plan.soteria, sot), (NONE, none)) if a is None)
             parts.append(f"{dataset_name(dataset)}: {missing} not trained yet")
             continue
+        asked = design.trained.get((dataset, plan.soteria), 0) if design else 0
+        if len(sot.seeds) < asked:
+            parts.append(f"{dataset_name(dataset)}: {name(plan.soteria)} {percent_interval(sot.mean)} after "
+                         f"{len(sot.seeds)} of {asked} training seeds, against {percent_interval(none.mean)} with no "
+                         "defense; the non-inferiority test waits for every seed")
+            continue
         margin = plan.margins.get(dataset, 0.0)
         ok, lower = non_inferior(sot.values, none.values, margin)
         text = (f"{dataset_name(dataset)}: {name(plan.soteria)} {percent_interval(sot.mean)} against "
                 f"{percent_interval(none.mean)} with no defense after {sot.rounds} rounds; non-inferior at a "
                 f"{100 * margin:g}-point margin: {'yes' if ok else 'not shown'} (lower bound {100 * lower:+.1f} points)")
-        gains = [a.late_gain for a in (sot, none) if a.late_gain is not None]
-        if gains and max(gains) > 0:
-            text += (f"; neither had levelled off (still gaining {100 * (sot.late_gain or 0):.2f} and "
-                     f"{100 * (none.late_gain or 0):.2f} points a round over the last quarter of rounds)")
+        if sot.late_gain is not None and none.late_gain is not None:
+            text += (f"; gained a round over the last quarter of rounds: {100 * sot.late_gain:+.2f} and "
+                     f"{100 * none.late_gain:+.2f} points (about 0 once training has levelled off)")
         parts.append(text)
     return Finding("accuracy", "What Soteria costs in accuracy",
                    "FedAvg test accuracy on the attacked model and protocol, mean over training seeds with its 95 % "
@@ -215,7 +221,7 @@ def findings(experiments: list[Experiment], accuracies: dict, plan: Plan, grid: 
     asked = [spec.params() for spec in grid.reconstructions] if grid is not None else []
     design = Design.of(grid, plan) if grid is not None else None
     return [paper_attacker(experiments, plan), knowing_attacker(experiments, plan),
-            primary(experiments, plan, design), noise(experiments, plan), accuracy(accuracies, plan),
+            primary(experiments, plan, design), noise(experiments, plan), accuracy(accuracies, plan, design),
             exploratory(experiments, plan, asked)]
 
 
