@@ -1,16 +1,10 @@
-"""What the book's pages promise across chapters: chapter 5's verdict stated once and linked to from
-elsewhere, and every chapter showing the library's code for the rule it teaches."""
+"""What the book's pages promise across chapters: chapter 5's verdict computed once from the results
+and linked to from elsewhere, and every chapter showing the library's code for the rule it teaches."""
 import json
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VERDICT = ("Against the attacks it was evaluated with, Soteria degrades reconstruction; against an "
-           "attacker that knows the defense, it does not.")
-# what the reference sweep measured behind it (chapter 5 checks it on the committed results)
-FINDING = ("In the reference sweep, the attacker battery rebuilds the image against the strongest Soteria setting "
-           "that matches a baseline's accuracy about as often as the plain attacker rebuilds it with no defense, "
-           "for DLG and GS on MNIST and CIFAR-10")
 LABEL = "soteria-verdict"  # the MyST target of chapter 5's verdict section
 VERDICT_PAGE = "notebooks/05_baselines_tradeoff.ipynb"
 PAGES = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "book").glob("*.md"))
@@ -26,14 +20,23 @@ def _flat(path: Path) -> str:
     return " ".join(_text(path).split())
 
 
-def test_the_verdict_is_stated_once_in_chapter_5_under_its_label():
-    for sentence in (VERDICT, FINDING):
-        stated = {page.relative_to(ROOT).as_posix(): _flat(page).count(sentence) for page in PAGES}
-        assert {page: n for page, n in stated.items() if n} == {VERDICT_PAGE: 1}, (sentence, stated)
+def test_the_verdict_is_computed_once_in_chapter_5_under_its_label():
+    """The findings are generated from the results (soteria_lib.sweep.findings) by one cell of chapter
+    5's verdict section; no page computes them again or writes one out by hand."""
+    from soteria_lib.defenses import DefenseSetting
+    from soteria_lib.sweep.findings import findings
+    from soteria_lib.sweep.verdict import Plan
+
+    computed = {page.relative_to(ROOT).as_posix(): _text(page).count("render_findings(findings(") for page in PAGES}
+    assert {page: n for page, n in computed.items() if n} == {VERDICT_PAGE: 1}, computed
+    for title in (f.title for f in findings([], {}, Plan(DefenseSetting("soteria", 80), ("prune",)))):
+        written = [page.name for page in PAGES if title in _flat(page)]
+        assert not written, f"{title!r} is written out by hand in {written}"
     chapter = _flat(ROOT / VERDICT_PAGE)
     section = chapter.split(f"({LABEL})= ## The verdict", 1)
     assert len(section) == 2, f"chapter 5 should open its verdict section with the target ({LABEL})="
-    assert VERDICT in section[1].split(" ## ", 1)[0], "the verdict belongs to the section its label opens"
+    assert "render_findings(findings(" in section[1].split(" ## ", 1)[0], \
+        "the findings belong to the section its label opens"
 
 
 def test_the_intro_and_chapter_8_link_to_the_verdict_instead_of_repeating_it():

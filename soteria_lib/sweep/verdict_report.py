@@ -106,11 +106,12 @@ def render(experiments: list[Experiment], accuracies: dict, plan: Plan, sources:
 
 
 def frontier_figure(experiments: list[Experiment], accuracies: dict, plan: Plan) -> Figure:
-    """Share of runs rebuilt (worst case) against FedAvg accuracy, one panel per primary experiment,
+    """Share of runs rebuilt (worst case) against FedAvg accuracy, one panel per primary experiment (in a column),
     each defense's settings joined, its frontier drawn solid; intervals both ways."""
     primary = [e for e in experiments if plan.is_primary(e.params)]
-    figure = Figure(figsize=(4.2 * max(1, len(primary)), 3.8), layout="constrained")
-    axes = figure.subplots(1, max(1, len(primary)), squeeze=False)[0]
+    panels = max(1, len(primary))  # one above the other: the page's column is narrow on a phone
+    figure = Figure(figsize=(4.2, 3.2 * panels + 0.6), layout="constrained")
+    axes = figure.subplots(panels, 1, squeeze=False)[:, 0]
     for ax, e in zip(axes, primary):
         kept = frontiers(e, accuracies, plan.primary_threshold)
         for defense, on_frontier in kept.items():
@@ -141,7 +142,7 @@ def frontier_figure(experiments: list[Experiment], accuracies: dict, plan: Plan)
         ax.set_ylabel(f"runs rebuilt ≥ {plan.primary_threshold:g} dB (%)")
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        figure.legend(handles, labels, loc="outside lower center", ncols=min(5, len(labels)), fontsize=8)
+        figure.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=8)
     return figure
 
 
