@@ -110,7 +110,7 @@ def frontier_figure(experiments: list[Experiment], accuracies: dict, plan: Plan)
     each defense's settings joined, its frontier drawn solid; intervals both ways."""
     primary = [e for e in experiments if plan.is_primary(e.params)]
     panels = max(1, len(primary))  # one above the other: the page's column is narrow on a phone
-    figure = Figure(figsize=(4.2, 3.2 * panels + 0.6), layout="constrained")
+    figure = Figure(figsize=(4.0, 3.2 * panels + 0.8), layout="constrained")  # as wide as figure 5.4
     axes = figure.subplots(panels, 1, squeeze=False)[:, 0]
     for ax, e in zip(axes, primary):
         kept = frontiers(e, accuracies, plan.primary_threshold)
@@ -142,7 +142,7 @@ def frontier_figure(experiments: list[Experiment], accuracies: dict, plan: Plan)
         ax.set_ylabel(f"runs rebuilt ≥ {plan.primary_threshold:g} dB (%)")
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        figure.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=8)
+        figure.legend(handles, labels, loc="outside lower center", ncols=min(2, len(labels)), fontsize=8)
     return figure
 
 
