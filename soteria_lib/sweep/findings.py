@@ -28,6 +28,8 @@ from .verdict import EXPERIMENT, WORST, Cell, Design, Experiment, Plan, compare,
 
 NONE = DefenseSetting("none", 0.0)
 NOISE = ("dp-gaussian", "dp-sgd")
+
+
 @dataclass(frozen=True)
 class Progress:
     """How much of the grid the results hold."""
@@ -130,8 +132,8 @@ def primary(experiments: list[Experiment], plan: Plan, design: Design | None = N
         for defense in plan.baselines:
             c = compared.get(defense)
             if c is None:
-                parts.append(f"{_where(e)}, {defense_info(defense).title}: pending (the runs or the FedAvg accuracies that choose its "
-                             "setting are not all in)")
+                parts.append(f"{_where(e)}, {defense_info(defense).title}: pending (the runs or the FedAvg "
+                             "accuracies that choose its setting are not all in)")
                 continue
             p = "–" if c.adjusted_p is None else f"{c.adjusted_p:.2g}"
             reading = (f"**{c.verdict()}**" if c.eligible else
