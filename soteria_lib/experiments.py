@@ -200,9 +200,10 @@ def verdict_summary(csv_path: Path, fedavg: str, grid, output: Path, keep_first:
     together or not at all."""
     accuracies = read_accuracies(fedavg) if Path(fedavg).is_dir() else {}
     rows = RESULTS.unique_rows(read_rows(csv_path), csv_path, keep_first)
-    experiments = build_verdict(rows, accuracies, grid.verdict, Design.of(grid, grid.verdict))
+    design = Design.of(grid, grid.verdict)
+    experiments = build_verdict(rows, accuracies, grid.verdict, design)
     state = progress(grid, rows, accuracies)
-    found = findings(experiments, accuracies, grid.verdict, grid)
+    found = findings(experiments, accuracies, grid.verdict, design)
     figure, draw = verdict_figure_writer(experiments, accuracies, grid.verdict, output)
     sources = (f"From `{csv_path}` ({sum(len(c.by_run) for e in experiments for (s, a), c in e.cells.items() if a != WORST)} "
                f"runs) and the FedAvg cells in `{fedavg}`. Written by `python -m soteria_lib.experiments summarize`.")

@@ -6,7 +6,7 @@ import pytest
 from soteria_lib.defenses import DefenseSetting
 from soteria_lib.sweep.findings import Progress, findings, progress, render
 from soteria_lib.sweep.grid import load_grid
-from soteria_lib.sweep.verdict import Plan, build
+from soteria_lib.sweep.verdict import Design, Plan, build
 from test_inference import _accuracy, _row
 
 NONE, SOTERIA, PRUNE, NOISE = (DefenseSetting("none", 0.0), DefenseSetting("soteria", 80),
@@ -127,7 +127,7 @@ def test_an_experiment_of_the_grid_without_runs_is_named(tmp_path):
     grid.write_text('scale = "teaching"\nimages = [0]\nseeds = [0]\n[defenses]\nnone = true\n'
                     '[attacks.dlg]\ndatasets = ["mnist"]\nmax_iterations = 2\nlocal_steps = [1, 5]\n')
     experiments, accuracies, plan = _sweep(knowing_psnr=30.0)
-    items = _by_key(findings(experiments, accuracies, plan, load_grid(grid)))["exploratory"].items
+    items = _by_key(findings(experiments, accuracies, plan, Design.of(load_grid(grid), plan)))["exploratory"].items
     assert items == ("DLG on MNIST, initial model, 5 local steps: not run yet",)
 
 
@@ -169,6 +169,6 @@ def test_the_accuracy_cost_waits_for_every_training_seed(tmp_path):
                     f'[fedavg]\ndatasets = ["mnist"]\nseeds = [0, 1, 2]\noutput = "{tmp_path}"\n')
     experiments, accuracies, plan = _sweep(knowing_psnr=30.0)
     partial = {**accuracies, ("mnist", SOTERIA): _accuracy(SOTERIA, [0.905])}
-    [item] = _by_key(findings(experiments, partial, plan, load_grid(grid)))["accuracy"].items
+    [item] = _by_key(findings(experiments, partial, plan, Design.of(load_grid(grid), plan)))["accuracy"].items
     assert item.endswith("after 1 of 3 training seeds, against 91 [88.5, 93.5] % with no defense; the "
                          "non-inferiority test waits for every seed") and item.startswith("MNIST: Soteria 80 % 90.5")

@@ -200,15 +200,15 @@ def accuracy(accuracies: dict, plan: Plan, design: Design | None = None) -> Find
                    "accuracy\".")
 
 
-def exploratory(experiments: list[Experiment], plan: Plan, asked: list[dict] = ()) -> Finding:
+def exploratory(experiments: list[Experiment], plan: Plan, design: Design | None = None) -> Finding:
     t = plan.primary_threshold
     parts = [f"{protocol(e.params)}: {_share(e.cell(NONE, 'plain'), t)} with no defense (plain attacker), "
              f"{_share(e.cell(plan.soteria, 'plain'), t)} against {name(plan.soteria)} (plain) and "
              f"{_share(e.cell(plan.soteria), t)} (worst case)" for e in experiments if not plan.is_primary(e.params)]
     ran = {tuple(e.params[c] for c in EXPERIMENT) for e in experiments}
     waiting = {}
-    for params in asked:
-        key = tuple(params[c] for c in EXPERIMENT)
+    for key, _ in (design.attackers if design else ()):
+        params = dict(zip(EXPERIMENT, key))
         if key not in ran and not plan.is_primary(params):
             waiting.setdefault(key, protocol(params))
     parts += [f"{title}: not run yet" for title in waiting.values()]
@@ -218,13 +218,12 @@ def exploratory(experiments: list[Experiment], plan: Plan, asked: list[dict] = (
                    "what such an update leaks from below.")
 
 
-def findings(experiments: list[Experiment], accuracies: dict, plan: Plan, grid: Grid | None = None) -> list[Finding]:
-    """Every finding; with ``grid``, the experiments it asks for that have no runs yet are named."""
-    asked = [spec.params() for spec in grid.reconstructions] if grid is not None else []
-    design = Design.of(grid, plan) if grid is not None else None
+def findings(experiments: list[Experiment], accuracies: dict, plan: Plan, design: Design | None = None) -> list[Finding]:
+    """Every finding; with the grid's ``design`` (the one :func:`.verdict.build` read), what it asks for
+    and has not run or trained yet is named."""
     return [paper_attacker(experiments, plan), knowing_attacker(experiments, plan),
             primary(experiments, plan, design), noise(experiments, plan), accuracy(accuracies, plan, design),
-            exploratory(experiments, plan, asked)]
+            exploratory(experiments, plan, design)]
 
 
 def render(found: list[Finding], state: Progress | None = None) -> list[str]:
