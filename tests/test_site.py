@@ -59,9 +59,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # console.error messages that are not the site's fault, as (substring, reason). None so far.
 HARMLESS_CONSOLE_ERRORS: list[tuple[str, str]] = []
-# The page that states the verdict, and its table: it must be readable without scrolling sideways.
+# The page that states the verdict, and the findings its section generates (soteria_lib.sweep.findings
+# .render: a bold title per threat model, a bullet per dataset or comparison): they must be there and
+# readable at a phone's width without scrolling sideways.
 VERDICT_PAGE = "notebooks/05_baselines_tradeoff"
-VERDICT_TABLE = "section:has(> #soteria-verdict) table"  # the table of the section the label opens
+VERDICT_FINDINGS = "section:has(> #soteria-verdict) .cell_output"  # the outputs of the section the label opens
 # Pages (toc paths, by prefix) that must carry at least one frame slider.
 SLIDER_PAGES = ("notebooks/04_", "notebooks/05_")
 FRAME_SLIDER = ".soteria-frame-slider"  # soteria_lib.widgets.FRAME_SLIDER_CLASS
@@ -196,10 +198,11 @@ def test_page(page_path, site, site_url, browser):
         wide = page.evaluate(_WIDE_FIGURES)
         assert not wide, f"figures wider than the text column at 390 px (their key panel may be off-screen): {wide}"
         if page_path == VERDICT_PAGE:
-            verdict = page.locator(VERDICT_TABLE)
-            assert verdict.count() == 1, f"{VERDICT_PAGE} should hold one verdict table ({VERDICT_TABLE})"
-            sideways = verdict.evaluate("t => t.scrollWidth - t.clientWidth")
-            assert sideways <= 1, f"at 390 px the verdict table is {sideways} px wider than its column"
+            findings = page.locator(VERDICT_FINDINGS)
+            assert findings.locator("li").count() >= 5, f"{VERDICT_PAGE}'s verdict section shows no findings"
+            assert findings.locator("strong").count() >= 5, f"{VERDICT_PAGE}'s findings lost their titles"
+            sideways = findings.evaluate_all("outs => Math.max(...outs.map(o => o.scrollWidth - o.clientWidth))")
+            assert sideways <= 1, f"at 390 px the verdict's findings are {sideways} px wider than their column"
     finally:
         context.close()
 
