@@ -1,12 +1,14 @@
 """One loop serves every attack (issue 25) and the attackers that know each defense (issue 26):
 an option of the shared problem takes effect for DLG and GS alike; the noise-aware read-out sees
 through Gaussian noise; the stronger DLG rebuilds an image whatever label it starts from."""
+import math
+
 import pytest
 import torch
 
 from soteria_lib.attacks import get_attack
 from soteria_lib.attacks.loop import snr_weights
-from soteria_lib.attacks.prior import read_representation
+from soteria_lib.attacks.prior import read_representation, readout_error
 from soteria_lib.data import Normalization, dataset_info
 from soteria_lib.defenses import get_defense
 from soteria_lib.leakage import true_representation
@@ -66,6 +68,31 @@ def test_the_noise_aware_read_out_sees_through_gaussian_noise_better_than_throug
     assert error(noisy, "least-squares") < error(noisy, "row")  # every row beats the best-conditioned one
     assert error(pruned, "least-squares") > 0.5  # Soteria's zeros remove what they prune
     assert 5 * error(noisy, "least-squares") < error(pruned, "least-squares")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_read_out_error_is_measured_against_the_public_mean_not_against_the_norm(seed):
+    """On the sigmoid LeNet r sits near 0.5 everywhere: a read-out 1-2 % off in norm can know less
+    of the image than the mean public representation does. readout_error compares with that mean."""
+    torch.manual_seed(seed)
+    model = get_model("lenet", (3, 32, 32), activation="sigmoid", init="uniform").eval()
+    mean = true_representation(model, torch.rand(50, 3, 32, 32)).mean(0)
+    batch = PrivateBatch(torch.rand(1, 3, 32, 32), torch.tensor([3]))
+    truth = true_representation(model, batch.inputs)[0]
+
+    def share(defense):
+        return share_update(model, batch, Normalization.identity(3), defense)
+
+    def error(update):
+        return readout_error(model, update, truth, mean)
+
+    quiet, loud = share(get_defense("dp-gaussian", sigma=0.01, seed=1)), share(get_defense("dp-gaussian", sigma=0.1, seed=1))
+    assert error(share(get_defense("none"))) < 1e-3  # exact without noise (float32 rounding)
+    assert error(quiet) < 0.5 < 1 < error(loud)  # 0.01 keeps most of what tells the image apart, 0.1 none
+    relative = float((read_representation(model, quiet, "least-squares") - truth).norm() / truth.norm())
+    assert relative < 0.05 and error(quiet) > 5 * relative  # the error in norm understates what is lost
+    silent = SharedUpdate(tuple(torch.zeros_like(g) for g in quiet.gradients), quiet.metadata)
+    assert error(silent) == math.inf  # nothing to read: the read-out refuses, and knows nothing
 
 
 def test_snr_weights_follow_the_declared_noise():
