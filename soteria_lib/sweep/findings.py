@@ -163,10 +163,11 @@ def noise(experiments: list[Experiment], plan: Plan) -> Finding:
     coda = ("" if not failed else
             f"Where every attacker fails ({'; '.join(failed)}), the failure is evidence of privacy only as far as "
             "these attackers are strong, and none of them is known to be the strongest against noise. Where the "
-            "noise-aware attacker's read-out of the defended layer's input still knows the image better than the "
-            "mean public image does (chapter 5, \"What the noise leaves of r\": Gaussian noise σ = 0.01), the "
-            "failure is the attackers'; where it knows less, the noise has closed that channel, but not the other "
-            "layers'. A stronger attacker may succeed where these fail.")
+            "update still carries the image (chapter 5, \"What the noise leaves of r\": at Gaussian noise "
+            "σ = 0.01 the read-out of the defended layer's input knows it better than the mean public image does, "
+            "and every tensor stands above the noise), the failure is most likely the attackers'; elsewhere it "
+            "agrees with what the update carries, which explains it without proving privacy. A stronger attacker "
+            "may succeed where these fail.")
     return Finding("noise", "The noise baselines against the attackers that know them",
                    "The best of the plain, closed-form and noise-aware attackers, run by run, on the initial model; "
                    f"runs rebuilt at {t:g} dB or more:", tuple(parts), coda)
