@@ -42,8 +42,9 @@ from ..defenses import DefenseInfo
 # (median 8.5 dB at 1 and 10, 6.5 at 10,000). At Gaussian noise 0.01 the read-out is 1.4 % off r in
 # norm on a CIFAR-10 tuning image, and still knows the image better than the mean public image does
 # (prior.readout_error, chapter 5: for most images at 0.01, for none at 0.1 or under DP-SGD), yet DLG
-# does not find an image that matches it: there a failure of the optimiser, not evidence that the
-# update hides the image. The reference sweep's closed-form rows ran at 0.01,
+# does not find it: the attack ends on images that its objective scores below the private image
+# (sweep.diagnosis), a failure of the objective, which no optimiser of it would repair, and still
+# not evidence that the update hides the image. The reference sweep's closed-form rows ran at 0.01,
 # the weight tuned then on an evaluation image (experiments/reference.toml).
 PRIOR_WEIGHT = 1.0
 NOISE_PRIOR_WEIGHT = 1.0

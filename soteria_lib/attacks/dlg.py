@@ -48,6 +48,27 @@ class DLGConfig(AttackSettings):
         check_finite("lr", self.lr)
 
 
+def matching_objective(problem: Problem, cost, params: list, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """DLG eq. 4 at ``(x, targets)``, as this attacker sees it: the distance ``cost`` of the dummy's
+    (masked, weighted) gradient to the shared one, plus the prior where the attacker has one."""
+    dummy = dummy_gradients(problem.mimic, params, lambda x, t: soft_cross_entropy(problem.model(x), t), x, targets)
+    distance = cost(masked(dummy, problem.masks), problem.shared)
+    return distance if problem.prior is None else distance + problem.prior(x)
+
+
+def objective_at(model: nn.Module, update: SharedUpdate, inputs: torch.Tensor, labels: torch.Tensor,
+                 config: DLGConfig | None = None, **settings) -> float:
+    """The attacker's own objective at a batch it did not find, for instance the private one, to
+    diagnose a failed run (chapter 5, "Why the attackers fail against noise"): a run that ends below the
+    private batch's value was failed by its objective, not by its optimiser."""
+    config = attack_info("dlg").configure(config, **settings)
+    problem = prepare(model, update, config, "dlg", disclosed_labels=False)
+    targets = F.one_hot(labels, update.metadata.num_classes).to(inputs.dtype)
+    with torch.enable_grad():
+        value = matching_objective(problem, COSTS[config.cost_fn or "l2"], list(model.parameters()), inputs, targets)
+    return float(value.detach())
+
+
 class DLGSearch:
     """DLG's restarts: each its own dummy (image and, unless the label is known, label logits) and
     its own L-BFGS, keeping the best point it has seen (L-BFGS returns the loss at the step's start)."""
@@ -76,13 +97,7 @@ class DLGSearch:
 
         def closure():
             optimizer.zero_grad()
-            x = self.box.image(v)
-            dummy = dummy_gradients(problem.mimic, self.params, lambda x, t: soft_cross_entropy(problem.model(x), t), x,
-                                    targets())
-            dummy_grads = masked(dummy, problem.masks)
-            distance = self.cost(dummy_grads, problem.shared)
-            if problem.prior is not None:
-                distance = distance + problem.prior(x)
+            distance = matching_objective(problem, self.cost, self.params, self.box.image(v), targets())
             distance.backward()
             return distance.detach()
         return closure

@@ -20,7 +20,7 @@ no global minimum of the matching loss; it only gives the optimiser a direct pat
 
 How much the read-out knows of the image is measured against what the attacker knows without the
 update, the mean representation r_bar of public images (:func:`readout_error`, chapter 5's section
-"What the noise leaves of r"):
+"Why the attackers fail against noise"):
 
     e = ||r_hat - r|| / ||r_bar - r||
 

@@ -162,12 +162,11 @@ def noise(experiments: list[Experiment], plan: Plan) -> Finding:
                     failed.append(f"{_where(e)}, {name(setting)}")
     coda = ("" if not failed else
             f"Where every attacker fails ({'; '.join(failed)}), the failure is evidence of privacy only as far as "
-            "these attackers are strong, and none of them is known to be the strongest against noise. Where the "
-            "update still carries the image (chapter 5, \"What the noise leaves of r\": at Gaussian noise "
-            "σ = 0.01 the read-out of the defended layer's input knows it better than the mean public image does, "
-            "and every tensor stands above the noise), the failure is most likely the attackers'; elsewhere it "
-            "agrees with what the update carries, which explains it without proving privacy. A stronger attacker "
-            "may succeed where these fail.")
+            "these attackers are strong, and none of them is known to be the strongest against noise. Chapter 5 "
+            "(\"Why the attackers fail against noise\") measures what the update still carries at each setting and "
+            "whether each failed run's objective or its optimiser failed: where the attacker ended on an image its "
+            "own objective prefers to the private one, a better optimiser would not help, and only an attacker "
+            "with another objective that fails too would make the failure evidence.")
     return Finding("noise", "The noise baselines against the attackers that know them",
                    "The best of the plain, closed-form and noise-aware attackers, run by run, on the initial model; "
                    f"runs rebuilt at {t:g} dB or more:", tuple(parts), coda)
