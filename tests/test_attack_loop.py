@@ -6,9 +6,12 @@ import math
 import pytest
 import torch
 
-from soteria_lib.attacks import get_attack
-from soteria_lib.attacks.loop import snr_weights
-from soteria_lib.attacks.prior import read_representation, readout_error
+from soteria_lib.attacks import attack_info, get_attack
+from soteria_lib.attacks.battery import attacker_info
+from soteria_lib.attacks.dlg import matching_objective
+from soteria_lib.attacks.matching import COSTS
+from soteria_lib.attacks.loop import noise_energy, prepare, snr_weights
+from soteria_lib.attacks.prior import read_representation, readout_error, total_variation
 from soteria_lib.data import Normalization, dataset_info
 from soteria_lib.defenses import get_defense
 from soteria_lib.leakage import true_representation
@@ -181,3 +184,48 @@ def test_the_attacker_knows_a_multi_step_update_averages_its_noise():
     assert public_noise_std(one) == pytest.approx(0.01)
     assert public_noise_std(five) == pytest.approx(0.01 / 5 ** 0.5)
     assert five.metadata.extra["local_steps"] == 5 and five.metadata.extra["local_lr"] == 0.05
+
+
+def objective_at(model, update, inputs, labels, **options) -> float:
+    """DLG's objective (as its search evaluates it) at a given batch, for the attacker of ``options``."""
+    config = attack_info("dlg").configure(**options)
+    problem = prepare(model, update, config, "dlg", disclosed_labels=False)
+    targets = torch.nn.functional.one_hot(labels, update.metadata.num_classes).float()
+    value = matching_objective(problem, COSTS[config.cost_fn or "l2"], list(model.parameters()), inputs, targets)
+    return float(value.detach())
+
+
+def _sigmoid_cifar_client(defense):
+    torch.manual_seed(0)
+    model = get_model("lenet", (3, 32, 32), activation="sigmoid", init="uniform").eval()
+    batch = PrivateBatch(torch.rand(1, 3, 32, 32), torch.tensor([3]))
+    return model, batch, share_update(model, batch, Normalization.identity(3), defense)
+
+
+@pytest.mark.parametrize("weights", ["equal", "snr"])
+def test_the_noise_energy_is_what_the_l2_loss_expects_at_the_private_image(weights):
+    """Thousands of independent noise entries: the loss at the private image concentrates on its
+    expectation (a chi-square's relative spread is sqrt(2 / n), about 1 % here)."""
+    model, batch, noisy = _sigmoid_cifar_client(get_defense("dp-gaussian", sigma=0.01, seed=1))
+    options = {"cost_fn": "l2", "layer_weights": weights, "infer_labels": True}
+    masks = prepare(model, noisy, attack_info("dlg").configure(**options), "dlg", False).masks
+    assert (masks is None) == (weights == "equal")
+    at_private = objective_at(model, noisy, batch.inputs, batch.labels, **options)
+    assert at_private == pytest.approx(noise_energy(noisy, masks), rel=0.1)
+    _, _, clean = _sigmoid_cifar_client(get_defense("none"))
+    assert noise_energy(clean, None) == 0
+
+
+def test_the_image_prior_adds_the_total_variation_at_its_weight_only_under_noise():
+    x = torch.rand(1, 3, 32, 32)
+    with_prior, without = attacker_info("image-prior").options, attacker_info("noise-aware").options
+    model, batch, noisy = _sigmoid_cifar_client(get_defense("dp-gaussian", sigma=0.01, seed=1))
+    labels = batch.labels
+    problem = prepare(model, noisy, attack_info("dlg").configure(**without, infer_labels=True), "dlg", False)
+    added = objective_at(model, noisy, x, labels, **with_prior) - objective_at(model, noisy, x, labels, **without)
+    expected = with_prior["image_prior"] * noise_energy(noisy, problem.masks) * float(total_variation(x))
+    assert added == pytest.approx(expected, rel=1e-3)
+    _, _, clean = _sigmoid_cifar_client(get_defense("none"))
+    assert objective_at(model, clean, x, labels, **with_prior) == objective_at(model, clean, x, labels, **without)
+    config = attack_info("dlg").configure(**with_prior, infer_labels=True)
+    assert "no noise" in prepare(model, clean, config, "dlg", False).notes["image_prior"]

@@ -6,14 +6,14 @@ import pytest
 from soteria_lib.defenses import DefenseSetting
 from soteria_lib.sweep.findings import Progress, findings, progress, render
 from soteria_lib.sweep.grid import load_grid
-from soteria_lib.sweep.verdict import Design, Plan, build
+from soteria_lib.sweep.verdict import POST_HOC, Design, Plan, VerdictError, build
 from test_inference import _accuracy, _row
 
 NONE, SOTERIA, PRUNE, NOISE = (DefenseSetting("none", 0.0), DefenseSetting("soteria", 80),
                                DefenseSetting("prune", 60), DefenseSetting("dp-gaussian", 0.01))
 
 
-def _sweep(knowing_psnr: float):
+def _sweep_rows(knowing_psnr: float) -> list[dict]:
     """3 seeds x 4 images: plain DLG rebuilds every undefended image and none under Soteria; the
     layer-dropping attacker reaches ``knowing_psnr`` on images 0 and 1 under Soteria (6.5 dB on the
     others); pruning at 60 % is rebuilt everywhere by the mask-aware attacker; noise by nobody. Half
@@ -29,11 +29,15 @@ def _sweep(knowing_psnr: float):
                      _row("prune", PRUNE.to_json(), "mask-aware", seed, image, 35.0),
                      _row("dp-gaussian", NOISE.to_json(), "plain", seed, image, 8.0),
                      _row("dp-gaussian", NOISE.to_json(), "noise-aware", seed, image, 9.0)]
+    return rows
+
+
+def _sweep(knowing_psnr: float):
     accuracies = {("mnist", s): _accuracy(s, v) for s, v in
                   ((NONE, [0.91, 0.90, 0.92]), (SOTERIA, [0.905, 0.90, 0.91]), (PRUNE, [0.90, 0.91, 0.90]),
                    (NOISE, [0.90, 0.90, 0.91]))}
     plan = Plan(SOTERIA, ("prune", "dp-gaussian"))
-    return build(rows, accuracies, plan), accuracies, plan
+    return build(_sweep_rows(knowing_psnr), accuracies, plan), accuracies, plan
 
 
 def _by_key(found):
@@ -53,8 +57,32 @@ def test_each_finding_carries_the_cells_numbers_and_the_direction_they_show():
     primary = dict(item.split(": ", 1) for item in found["primary"].items)
     assert primary["MNIST, gradient pruning 60 %"].endswith("**Soteria leaks less**")  # 12/12 against 6/12
     assert primary["MNIST, Gaussian noise σ = 0.01"].endswith("**Soteria leaks more**")  # 0/12 against 6/12
-    assert found["noise"].items == ("MNIST, Gaussian noise σ = 0.01: 0 [0, 24] % (0/12)",)
+    assert found["noise"].items == ("MNIST, Gaussian noise σ = 0.01: 0 [0, 24] % (0/12) "
+                                    "(each attacker that knows it: noise-aware 0/12)",)
     assert "evidence of privacy only as far as these attackers are strong" in found["noise"].coda  # said so
+
+
+def test_an_attacker_added_after_the_plan_enters_only_the_sensitivity_analysis():
+    """The plan fixes the worst case's attackers; one the grid adds later (here a stronger attacker
+    against noise rebuilding half of the runs) is reported beside it, never inside it."""
+    _, accuracies, plan = _sweep(knowing_psnr=30.0)
+    planned = Plan(SOTERIA, ("prune", "dp-gaussian"), attackers=("plain", "mask-aware", "layer-dropping", "noise-aware"))
+    extra = [_row("dp-gaussian", NOISE.to_json(), "image-prior", seed, image, 30.0 if image < 2 else 8.0)
+             for seed in range(3) for image in range(4)]
+    [experiment] = build(_sweep_rows(30.0) + extra, accuracies, planned)
+    assert experiment.cell(NOISE).rebuilt[20.0].value == 0  # the planned worst case: noise-aware alone
+    assert experiment.cell(NOISE, POST_HOC).rebuilt[20.0].value == 0.5  # with the added attacker
+    [item] = _by_key(findings([experiment], accuracies, planned))["noise"].items
+    assert item.startswith("MNIST, Gaussian noise σ = 0.01: 0 [0, 24] % (0/12) (each attacker that knows it: "
+                           "image-prior 6/12, noise-aware 0/12); with the attackers added during the sweep, "
+                           "a sensitivity analysis: 50 [")
+    [unplanned] = build(_sweep_rows(30.0) + extra, accuracies, plan)  # no attackers fixed: all of them count
+    assert unplanned.cell(NOISE).rebuilt[20.0].value == 0.5 and unplanned.cell(NOISE, POST_HOC) is None
+
+
+def test_a_plan_names_only_the_batterys_attackers():
+    with pytest.raises(VerdictError, match="unknown attacker 'oracle'"):
+        Plan.from_table({"soteria": 80, "baselines": ["prune"], "attackers": ["plain", "oracle"]})
 
 
 def test_the_words_follow_the_numbers_when_the_knowing_attacker_fails():

@@ -17,7 +17,11 @@ decided by the facts each defense registers (:mod:`soteria_lib.defenses.registry
 * ``noise-aware``: knows the noise level of a noise defense: reads the defended layer's input by
   least squares over every row of the update, corrected for the noise (chapter 8), uses it as the
   prior, and matches with a Gaussian likelihood (the L2 cost) that weighs each tensor by its
-  signal-to-noise ratio, its dummy's gradients clipped as DP-SGD clips; defenses that add noise.
+  signal-to-noise ratio, its dummy's gradients clipped as DP-SGD clips; defenses that add noise;
+* ``image-prior``: the noise-aware attacker with a prior on natural images (total variation,
+  weighed by the value its matching loss is expected to take at the private image, the noise
+  energy): against noise, images other than the private one fit the update about as well, and a
+  prior is what can prefer the natural one; defenses that add noise.
 
 The worst case for a defense is, run by run, the lowest MSE any attacker that applies reaches.
 """
@@ -42,12 +46,14 @@ from ..defenses import DefenseInfo
 # (median 8.5 dB at 1 and 10, 6.5 at 10,000). At Gaussian noise 0.01 the read-out is 1.4 % off r in
 # norm on a CIFAR-10 tuning image, and still knows the image better than the mean public image does
 # (prior.readout_error, chapter 5: for most images at 0.01, for none at 0.1 or under DP-SGD), yet DLG
-# does not find it: the attack ends on images that its objective scores below the private image
-# (sweep.diagnosis), a failure of the objective, which no optimiser of it would repair, and still
-# not evidence that the update hides the image. The reference sweep's closed-form rows ran at 0.01,
-# the weight tuned then on an evaluation image (experiments/reference.toml).
+# does not find it: a failure of these attackers, not evidence that the update hides the image. The
+# reference sweep's closed-form rows ran at 0.01, the weight tuned then on an evaluation image
+# (experiments/reference.toml).
 PRIOR_WEIGHT = 1.0
 NOISE_PRIOR_WEIGHT = 1.0
+# The image-prior attacker's weight, tuned during the verdict sweep on the same tuning images
+# (experiments/tuning.toml, third round; results/tuning_summary.md).
+IMAGE_PRIOR_WEIGHT = 1.5
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ register_attacker("closed-form", "closed-form prior", {"adaptive": True, "repres
                                                       "mimic_defense": True}, lambda info: bool(info.acts_on))
 register_attacker("noise-aware", "noise-aware", {"layer_weights": "snr", "readout": "least-squares", "cost_fn": "l2",
                                                  "representation_prior": NOISE_PRIOR_WEIGHT, "mimic_defense": True},
+                  lambda info: info.noise)
+register_attacker("image-prior", "image prior", {**ATTACKERS["noise-aware"].options, "image_prior": IMAGE_PRIOR_WEIGHT},
                   lambda info: info.noise)
 
 def attacker_info(name: str) -> Attacker:

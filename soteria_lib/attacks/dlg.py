@@ -56,19 +56,6 @@ def matching_objective(problem: Problem, cost, params: list, x: torch.Tensor, ta
     return distance if problem.prior is None else distance + problem.prior(x)
 
 
-def objective_at(model: nn.Module, update: SharedUpdate, inputs: torch.Tensor, labels: torch.Tensor,
-                 config: DLGConfig | None = None, **settings) -> float:
-    """The attacker's own objective at a batch it did not find, for instance the private one, to
-    diagnose a failed run (chapter 5, "Why the attackers fail against noise"): a run that ends below the
-    private batch's value was failed by its objective, not by its optimiser."""
-    config = attack_info("dlg").configure(config, **settings)
-    problem = prepare(model, update, config, "dlg", disclosed_labels=False)
-    targets = F.one_hot(labels, update.metadata.num_classes).to(inputs.dtype)
-    with torch.enable_grad():
-        value = matching_objective(problem, COSTS[config.cost_fn or "l2"], list(model.parameters()), inputs, targets)
-    return float(value.detach())
-
-
 class DLGSearch:
     """DLG's restarts: each its own dummy (image and, unless the label is known, label logits) and
     its own L-BFGS, keeping the best point it has seen (L-BFGS returns the loss at the step's start)."""

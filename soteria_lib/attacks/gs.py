@@ -46,15 +46,11 @@ from ..scales import SCALES
 from ..threat import Gradients, SharedUpdate
 from .loop import Box, Problem, dummy_gradients, prepare, run_search
 from .matching import COSTS, masked
+from .prior import total_variation
 from .registry import AttackSettings, attack_info, check_finite, register_attack
 from .result import Reconstruction
 
 MILESTONE_DIVISORS = (2.667, 1.6, 1.142)
-
-
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Equation (3): anisotropic TV with means of absolute neighbour differences, (.., H, W) input."""
-    return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
 
 
 @dataclass(frozen=True)

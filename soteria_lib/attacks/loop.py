@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ..threat import Gradients, SharedUpdate
 from .labels import infer_label
 from .matching import masked, matching_masks
-from .prior import representation_prior
+from .prior import representation_prior, total_variation
 from .registry import check_eval_mode, public_defense, public_noise_std
 from .result import stop_reason
 
@@ -55,6 +55,15 @@ def snr_weights(update: SharedUpdate) -> tuple[float, ...]:
     if not any(weights):
         raise ValueError("every shared tensor is noise alone at the defense's noise level")
     return tuple(weights)
+
+
+def noise_energy(update: SharedUpdate, masks: Gradients | None) -> float:
+    """What the L2 matching loss is expected to be at the private image: the defense's known noise
+    variance summed over the entries matched, each weighed as the attacker weighs it (0 without noise)."""
+    sigma = public_noise_std(update)
+    if masks is None:
+        return sigma ** 2 * sum(g.numel() for g in update.gradients)
+    return sigma ** 2 * sum(float(m.double().pow(2).sum()) for m in masks)
 
 
 @dataclass
@@ -108,10 +117,23 @@ def prepare(model: nn.Module, update: SharedUpdate, config, attack: str, disclos
         prior = representation_prior(model, update, config.representation_prior, config.readout)
     except ValueError as exc:  # nothing to read (no bias gradient, or all of it noise): go on without
         prior, notes["prior"] = None, f"not used: {exc}"
+    if config.image_prior:
+        weight = config.image_prior * noise_energy(update, masks)
+        if weight == 0:
+            notes["image_prior"] = "not used: the update carries no noise"
+        else:
+            prior = _with_image_prior(prior, weight)
     meta = update.metadata
     low, high = meta.normalization.box(torch.zeros(meta.input_shape, device=device))  # (C, 1, 1)
     mimic = public_defense(update).public_part if config.mimic_defense else None
     return Problem(model, update, shared, masks, labels, prior, low, high, notes, mimic)
+
+
+def _with_image_prior(prior, weight: float):
+    """``x -> prior(x) + weight * TV(x)`` (the prior alone, None: none)."""
+    if prior is None:
+        return lambda x: weight * total_variation(x)
+    return lambda x: prior(x) + weight * total_variation(x)
 
 
 def dummy_gradients(mimic, params: list, loss_of, x: torch.Tensor, targets: torch.Tensor) -> Gradients:

@@ -82,6 +82,13 @@ class RepresentationPrior:
         return ((r - self.target) * self.known).pow(2).sum() / self.scale
 
 
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """GS's equation (3), the image prior: anisotropic TV with means of absolute neighbour
+    differences, (.., H, W) input. GS adds it with weight ``tv``; the image-prior attacker of the
+    battery adds it to DLG at a weight set by the noise (``AttackSettings.image_prior``)."""
+    return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+
+
 def representation_prior(model: nn.Module, update: SharedUpdate, weight: float, readout: str = "row"):
     """``x -> weight * P(x)``, or ``None`` when ``weight`` is 0 (the plain attacker)."""
     if weight == 0:

@@ -71,7 +71,13 @@ class AttackSettings:
     ``drop_defended_layer`` does the same for the weight of the layer Soteria defends (the model's
     last ``nn.Linear``), whatever its name. ``representation_prior`` weighs the closed-form
     attacker's prior on the defended layer's input (:mod:`~soteria_lib.attacks.prior`, chapter 8);
-    0 leaves it out.
+    0 leaves it out. ``image_prior`` adds a prior on natural images, the total variation of the
+    dummy (GS's equation 3), weighed by that times the value the matching loss is expected to take at
+    the private image under the defense's known noise, the attacker's weights included
+    (:func:`~.loop.noise_energy`), so that one setting serves every noise level. A maximum a
+    posteriori attacker's weight would scale with the noise variance alone; this one also shrinks
+    where the signal-to-noise weights are small (DP-SGD), so it is a heuristic, tuned as one. Without
+    noise it is left out (the private image is then an exact minimum).
     ``readout`` is how the prior reads r off the update: ``row`` (the best-conditioned row, exact
     without noise) or ``least-squares`` (every row, corrected for the defense's known noise: the
     noise-aware attacker). ``layer_weights="snr"`` weighs each tensor's matching term by its
@@ -95,6 +101,7 @@ class AttackSettings:
     ignore_parameters: tuple[str, ...] = ()
     drop_defended_layer: bool = False
     representation_prior: float = 0.0
+    image_prior: float = 0.0
     readout: str = "row"
     layer_weights: str = "equal"
     mimic_defense: bool = False
@@ -108,6 +115,7 @@ class AttackSettings:
         check_count("max_iterations", self.max_iterations, 0)
         check_count("restarts", self.restarts, 1)
         check_finite("representation_prior", self.representation_prior, positive=False)
+        check_finite("image_prior", self.image_prior, positive=False)
         for name, value, allowed in (("label_rule", self.label_rule, LABEL_RULES), ("readout", self.readout, READOUTS),
                                      ("layer_weights", self.layer_weights, LAYER_WEIGHTS),
                                      ("box", self.box, (None, *BOXES)), ("cost_fn", self.cost_fn, (None, *COST_NAMES))):

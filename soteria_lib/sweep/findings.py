@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..attacks.battery import ATTACKERS
 from ..defenses import DefenseSetting, defense_info
 from .grid import Grid
 from .inference import ALPHA, non_inferior
 from .report import dataset_name, fraction_text, percent_interval, points_text
 from .results import RESULTS
-from .verdict import EXPERIMENT, WORST, Cell, Design, Experiment, Plan, compare, name, protocol
+from .verdict import EXPERIMENT, POST_HOC, WORST, Cell, Design, Experiment, Plan, compare, name, protocol
 
 NONE = DefenseSetting("none", 0.0)
 NOISE = ("dp-gaussian", "dp-sgd")
@@ -82,10 +83,17 @@ def _share(cell: Cell | None, threshold: float) -> str:
 
 def _each_knowing(e: Experiment, setting: DefenseSetting, t: float) -> str:
     """Each attacker that knows the defense, with its own count: ``mask-aware 6/6, ...``."""
-    names = sorted(a for s, a in e.cells if s == setting and a not in (WORST, "plain"))
+    names = sorted(a for s, a in e.cells if s == setting and a not in (WORST, POST_HOC, "plain"))
     counts = [f"{a} {round(c.rebuilt[t].value * c.rebuilt[t].n)}/{c.rebuilt[t].n}"
               for a in names for c in [e.cell(setting, a)]]
     return ", ".join(counts) or "none has run yet"
+
+
+def _attackers(defenses: tuple[str, ...], plan: Plan) -> str:
+    """The plan's attackers that face these defenses, in the battery's order: ``the plain, ... and noise-aware``."""
+    names = [a.name for a in ATTACKERS.values() if any(a.applies(defense_info(d)) for d in defenses)
+             and (plan.attackers is None or a.name in plan.attackers)]
+    return "the " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0])
 
 
 def _difference(first: Cell | None, second: Cell | None, threshold: float) -> str:
@@ -116,8 +124,8 @@ def knowing_attacker(experiments: list[Experiment], plan: Plan) -> Finding:
                      f"{_each_knowing(e, plan.soteria, t)}), {_share(undefended, t)} for the plain attacker with no "
                      f"defense; no defense minus Soteria {_difference(undefended, worst, t)}")
     return Finding("knowing-attacker", "The attackers that know Soteria",
-                   "The best of the plain, mask-aware, layer-dropping and closed-form attackers, run by run (the "
-                   f"worst case), on the initial model; runs rebuilt at {t:g} dB or more:", tuple(parts))
+                   f"The best of {_attackers((plan.soteria.defense,), plan)} attackers, run by run (the worst case), on the "
+                   f"initial model; runs rebuilt at {t:g} dB or more:", tuple(parts))
 
 
 def primary(experiments: list[Experiment], plan: Plan, design: Design | None = None) -> Finding:
@@ -157,19 +165,22 @@ def noise(experiments: list[Experiment], plan: Plan) -> Finding:
         for setting in e.settings:
             worst = e.cell(setting)
             if setting.defense in NOISE and worst is not None:
-                parts.append(f"{_where(e)}, {name(setting)}: {_share(worst, t)}")
+                added = e.cell(setting, POST_HOC)
+                later = ("" if added is None else f"; with the attackers added during the sweep, a sensitivity "
+                         f"analysis: {_share(added, t)}")
+                parts.append(f"{_where(e)}, {name(setting)}: {_share(worst, t)} (each attacker that knows it: "
+                             f"{_each_knowing(e, setting, t)}){later}")
                 if worst.rebuilt[t].value == 0:
                     failed.append(f"{_where(e)}, {name(setting)}")
     coda = ("" if not failed else
             f"Where every attacker fails ({'; '.join(failed)}), the failure is evidence of privacy only as far as "
             "these attackers are strong, and none of them is known to be the strongest against noise. Chapter 5 "
-            "(\"Why the attackers fail against noise\") measures what the update still carries at each setting and "
-            "whether each failed run's objective or its optimiser failed: where the attacker ended on an image its "
-            "own objective prefers to the private one, a better optimiser would not help, and only an attacker "
-            "with another objective that fails too would make the failure evidence.")
+            "(\"Why the attackers fail against noise\") measures what the update still carries at each setting, and "
+            "the sweep adds an attacker with a prior on natural images (the sensitivity analysis beside each "
+            "setting, once its runs are in): a failure is evidence only where such stronger attackers fail too.")
     return Finding("noise", "The noise baselines against the attackers that know them",
-                   "The best of the plain, closed-form and noise-aware attackers, run by run, on the initial model; "
-                   f"runs rebuilt at {t:g} dB or more:", tuple(parts), coda)
+                   f"The best of {_attackers(NOISE, plan)} attackers, run by run, on the initial model; runs rebuilt at "
+                   f"{t:g} dB or more:", tuple(parts), coda)
 
 
 def accuracy(accuracies: dict, plan: Plan, design: Design | None = None) -> Finding:

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from .inference import Inference, non_inferior
 from .report import dataset_name, fmt, fraction_text, percent_interval, points_text, table
-from .verdict import WORST, Experiment, Plan, frontiers, name
+from .verdict import POST_HOC, WORST, Experiment, Plan, frontiers, name
 
 
 def decibels(estimate: Inference | None) -> str:
@@ -54,7 +54,7 @@ def accuracy_table(accuracies: dict, plan: Plan) -> list[str]:
 
 
 def cells_table(experiment: Experiment, plan: Plan) -> list[str]:
-    attackers = sorted({a for _, a in experiment.cells}, key=lambda a: (a == WORST, a))
+    attackers = sorted({a for _, a in experiment.cells}, key=lambda a: (a in (WORST, POST_HOC), a == POST_HOC, a))
     rows = []
     for setting in experiment.settings:
         row = [name(setting)]
