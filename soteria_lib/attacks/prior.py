@@ -24,8 +24,8 @@ update, the mean representation r_bar of public images (:func:`readout_error`, c
 
     e = ||r_hat - r|| / ||r_bar - r||
 
-Below 1 the read-out says more about this image than the average image does; at 1 or above it says
-nothing a public average does not. The relative error ||r_hat - r|| / ||r|| hides this: on the
+Below 1 the read-out is closer to this image's r than the public average is; at 1 or above it is
+not. The relative error ||r_hat - r|| / ||r|| hides this: on the
 sigmoid LeNet r sits near 0.5 in every feature, and what tells one image from another is a few
 per cent of its norm.
 """
@@ -52,7 +52,8 @@ def read_representation(model: nn.Module, update: SharedUpdate, readout: str = "
 def readout_error(model: nn.Module, update: SharedUpdate, truth: torch.Tensor, reference: torch.Tensor,
                   readout: str = "least-squares") -> float:
     """``e = ||r_hat - r|| / ||r_bar - r||`` for the image whose representation is ``truth`` and the
-    public mean ``reference``; infinite where the update gives r away not at all (the read-out refuses)."""
+    public mean ``reference``; infinite where the least-squares read-out refuses (the bias gradient's
+    energy does not stand above the noise's)."""
     try:
         r_hat = read_representation(model, update, readout)
     except ValueError:
