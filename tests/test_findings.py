@@ -74,8 +74,8 @@ def test_an_attacker_added_after_the_plan_enters_only_the_sensitivity_analysis()
     assert experiment.cell(NOISE, POST_HOC).rebuilt[20.0].value == 0.5  # with the added attacker
     [item] = _by_key(findings([experiment], accuracies, planned))["noise"].items
     assert item.startswith("MNIST, Gaussian noise σ = 0.01: 0 [0, 24] % (0/12) (each attacker that knows it: "
-                           "image-prior 6/12, noise-aware 0/12); with the attackers added during the sweep, "
-                           "a sensitivity analysis: 50 [")
+                           "image-prior 6/12, noise-aware 0/12); counting the image-prior attacker added during the "
+                           "sweep too, the sensitivity analysis: 50 [")
     [unplanned] = build(_sweep_rows(30.0) + extra, accuracies, plan)  # no attackers fixed: all of them count
     assert unplanned.cell(NOISE).rebuilt[20.0].value == 0.5 and unplanned.cell(NOISE, POST_HOC) is None
 

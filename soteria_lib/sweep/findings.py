@@ -28,6 +28,7 @@ from .results import RESULTS
 from .verdict import EXPERIMENT, POST_HOC, WORST, Cell, Design, Experiment, Plan, compare, name, protocol
 
 NONE = DefenseSetting("none", 0.0)
+_FIXED = " fixed before the runs"  # said of the attackers where the plan fixes them
 NOISE = ("dp-gaussian", "dp-sgd")
 
 
@@ -151,9 +152,9 @@ def primary(experiments: list[Experiment], plan: Plan, design: Design | None = N
                          f"{_share(e.cell(c.soteria), t)}; difference {points_text(c.rebuilt)} on {c.rebuilt.n} "
                          f"paired runs, Holm p = {p}: {reading}")
     return Finding("primary", "Soteria against the baselines at matched accuracy (the primary family)",
-                   f"Runs rebuilt at {t:g} dB, worst case over the attackers that know each defense, the baseline "
-                   "minus Soteria (above 0, Soteria leaks less); each baseline at its strongest setting whose mean "
-                   f"accuracy is within the margin of {name(plan.soteria)}'s:", tuple(parts),
+                   f"Runs rebuilt at {t:g} dB, worst case over the attackers{_FIXED * bool(plan.attackers)} that "
+                   "know each defense, the baseline minus Soteria (above 0, Soteria leaks less); each baseline at its "
+                   f"strongest setting whose mean accuracy is within the margin of {name(plan.soteria)}'s:", tuple(parts),
                    "A baseline that no attacker rebuilds leaks less here only as far as its attackers are strong "
                    "(the next finding).")
 
@@ -166,18 +167,21 @@ def noise(experiments: list[Experiment], plan: Plan) -> Finding:
             worst = e.cell(setting)
             if setting.defense in NOISE and worst is not None:
                 added = e.cell(setting, POST_HOC)
-                later = ("" if added is None else f"; with the attackers added during the sweep, a sensitivity "
-                         f"analysis: {_share(added, t)}")
+                names = sorted(a for s, a in e.cells if s == setting and plan.attackers is not None
+                               and a not in (*plan.attackers, WORST, POST_HOC))
+                later = ("" if added is None else f"; counting the {', '.join(names)} attacker{'s' * (len(names) > 1)} "
+                         f"added during the sweep too, the sensitivity analysis: {_share(added, t)}")
                 parts.append(f"{_where(e)}, {name(setting)}: {_share(worst, t)} (each attacker that knows it: "
                              f"{_each_knowing(e, setting, t)}){later}")
                 if worst.rebuilt[t].value == 0:
                     failed.append(f"{_where(e)}, {name(setting)}")
     coda = ("" if not failed else
-            f"Where every attacker fails ({'; '.join(failed)}), the failure is evidence of privacy only as far as "
-            "these attackers are strong, and none of them is known to be the strongest against noise. Chapter 5 "
-            "(\"Why the attackers fail against noise\") measures what the update still carries at each setting, and "
-            "the sweep adds an attacker with a prior on natural images (the sensitivity analysis beside each "
-            "setting, once its runs are in): a failure is evidence only where such stronger attackers fail too.")
+            f"Where every attacker{_FIXED * bool(plan.attackers)} fails ({'; '.join(failed)}), the failure is "
+            "evidence of privacy only as far as these attackers are strong, and none of them is known to be the "
+            "strongest against noise. Chapter 5's section \"Why the attackers fail against noise\" measures what "
+            "the update still carries at each setting, and the sweep adds an attacker with a prior on natural images "
+            "(the sensitivity analysis beside each setting, once its runs are in): a failure is evidence only where "
+            "such stronger attackers fail too.")
     return Finding("noise", "The noise baselines against the attackers that know them",
                    f"The best of {_attackers(NOISE, plan)} attackers, run by run, on the initial model; runs rebuilt at "
                    f"{t:g} dB or more:", tuple(parts), coda)

@@ -57,7 +57,7 @@ from .inference import (ALPHA, Inference, envelope, frontier, hodges_lehmann, ho
 EXPERIMENT = ("attack", "dataset", "scale", "max_iterations", "attack_options", "model", "model_options",
               "input_space", "model_state", "local_steps")
 WORST = "worst case"
-POST_HOC = "worst case with added attackers"  # the worst case over every attacker asked, where the grid
+POST_HOC = "worst case, sensitivity analysis"  # the worst case over every attacker asked, where the grid
 # asks for attackers beyond the plan's (added after the runs had been read: a sensitivity analysis)
 PSNR_CEILING = 60.0  # dB: beyond, a reconstruction is exact to float32 rounding
 MARGINS = {"mnist": 0.01, "cifar10": 0.02}  # accuracy points a defense may cost and still count as free
