@@ -150,21 +150,8 @@ def validate(setup: Setup):
     return info, config, data, defense, device
 
 
-@dataclass
-class ClientRound:
-    """The client's side of a run: its image, the model the server sent, and what it shares."""
-
-    target: Target
-    normalization: Normalization
-    model: torch.nn.Module
-    batch: PrivateBatch
-    update: SharedUpdate
-
-
-def client_round(setup: Setup, checked: tuple | None = None) -> ClientRound:
-    """The run's client, exactly as :func:`run_reconstruction` builds it (same seeds, same noise);
-    ``checked``: what :func:`validate` returned for ``setup``, its defense the one the client uses."""
-    info, config, data, defense, device = checked or validate(setup)
+def run_reconstruction(setup: Setup, progress: bool = True, frame_every: int = 0) -> RunResult:
+    info, config, data, defense, device = validate(setup)
     target = load_target(setup.dataset, setup.target_id, setup.data_root, train=info.train_split)
     normalization = data.normalization if setup.space() == "normalized" else Normalization.identity(data.shape[0])
 
@@ -179,16 +166,6 @@ def client_round(setup: Setup, checked: tuple | None = None) -> ClientRound:
                          torch.tensor([target.label], device=device))
     disclose = info.labels_known and not config.infer_labels
     update = share_local_update(model, batch, normalization, defense, setup.local_steps, setup.local_lr, disclose)
-    return ClientRound(target, normalization, model, batch, update)
-
-
-def run_reconstruction(setup: Setup, progress: bool = True, frame_every: int = 0) -> RunResult:
-    checked = validate(setup)
-    info, config, data, defense, device = checked
-    client = client_round(setup, checked)
-    target, normalization, model, batch, update = (client.target, client.normalization, client.model, client.batch,
-                                                   client.update)
-    model_name, model_options = setup.model_spec()
 
     start = time.perf_counter()
     reconstruction = info.run(model, update, config, seed=setup.seed, progress=progress, frame_every=frame_every)

@@ -75,7 +75,7 @@ def test_the_noise_aware_read_out_sees_through_gaussian_noise_better_than_throug
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_read_out_error_is_measured_against_the_public_mean_not_against_the_norm(seed):
-    """On the sigmoid LeNet r sits near 0.5 everywhere: a read-out 1-2 % off in norm can know less
+    """On the sigmoid LeNet r is sigmoid outputs, alike for every image: a read-out 1-2 % off in norm can know less
     of the image than the mean public representation does. readout_error compares with that mean."""
     torch.manual_seed(seed)
     model = get_model("lenet", (3, 32, 32), activation="sigmoid", init="uniform").eval()
@@ -89,7 +89,8 @@ def test_the_read_out_error_is_measured_against_the_public_mean_not_against_the_
     def error(update):
         return readout_error(model, update, truth, mean)
 
-    quiet, loud = share(get_defense("dp-gaussian", sigma=0.01, seed=1)), share(get_defense("dp-gaussian", sigma=0.1, seed=1))
+    quiet = share(get_defense("dp-gaussian", sigma=0.01, seed=1))
+    loud = share(get_defense("dp-gaussian", sigma=0.1, seed=1))
     assert error(share(get_defense("none"))) < 1e-3  # exact without noise (float32 rounding)
     assert error(quiet) < 0.5 < 1 < error(loud)  # 0.01 keeps most of what tells the image apart, 0.1 none
     relative = float((read_representation(model, quiet, "least-squares") - truth).norm() / truth.norm())

@@ -25,9 +25,8 @@ update, the mean representation r_bar of public images (:func:`readout_error`, c
     e = ||r_hat - r|| / ||r_bar - r||
 
 Below 1 the read-out is closer to this image's r than the public average is; at 1 or above it is
-not. The relative error ||r_hat - r|| / ||r|| hides this: on the
-sigmoid LeNet r sits near 0.5 in every feature, and what tells one image from another is a few
-per cent of its norm.
+not. The relative error ||r_hat - r|| / ||r|| hides this: on the sigmoid LeNet every feature of r
+is a sigmoid output, and what tells one image from another is a few per cent of r's norm.
 """
 from __future__ import annotations
 

@@ -125,8 +125,8 @@ def knowing_attacker(experiments: list[Experiment], plan: Plan) -> Finding:
                      f"{_each_knowing(e, plan.soteria, t)}), {_share(undefended, t)} for the plain attacker with no "
                      f"defense; no defense minus Soteria {_difference(undefended, worst, t)}")
     return Finding("knowing-attacker", "The attackers that know Soteria",
-                   f"The best of {_attackers((plan.soteria.defense,), plan)} attackers, run by run (the worst case), on the "
-                   f"initial model; runs rebuilt at {t:g} dB or more:", tuple(parts))
+                   f"The best of {_attackers((plan.soteria.defense,), plan)} attackers, run by run (the worst case), "
+                   f"on the initial model; runs rebuilt at {t:g} dB or more:", tuple(parts))
 
 
 def primary(experiments: list[Experiment], plan: Plan, design: Design | None = None) -> Finding:
