@@ -19,6 +19,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -161,6 +162,17 @@ def lock_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + ".lock")
 
 
+def _holder(fd: int, patience: float = 2.0) -> str:
+    """The PID written in a lock file that another process holds. The holder writes it just after
+    taking the lock, so an empty file is read again for up to ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if holder or time.monotonic() > deadline:
+            return holder or "unknown"
+        time.sleep(0.01)
+
+
 def _acquire(lock: Path, path: Path, what: str) -> int:
     """An open descriptor of ``lock``, exclusively flocked, holding this process's PID."""
     while True:
@@ -168,7 +180,7 @@ def _acquire(lock: Path, path: Path, what: str) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            holder = _holder(fd)
             os.close(fd)
             raise FileInUse(f"{what} {path} is being written by another process (PID {holder}, which holds "
                             f"{lock}); wait for it to finish or stop it") from None

@@ -1,11 +1,13 @@
 """One writer per results file: a second sweep, study or summary of the same file is refused with
 one line naming the process that holds it; a killed holder leaves no stale lock; and summarize
 refuses a CSV that holds a run twice (or reads the first of each with --keep_first)."""
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,22 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys, command)
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, lock_path(written).name])
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, the lock file gone
     assert run_main(experiments.main, argv) == 0  # once released, the file is free
+
+
+def test_a_writer_refused_between_the_holders_lock_and_its_pid_still_names_the_pid(tmp_path):
+    """The race CI met: the holder has taken the lock but not yet written its PID."""
+    csv = tmp_path / "out.csv"
+    fd = os.open(lock_path(csv), os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, still empty
+    late = threading.Timer(0.2, os.write, (fd, b"424242\n"))
+    late.start()
+    try:
+        with pytest.raises(FileInUse, match="PID 424242,"):
+            with one_writer(csv):
+                pass
+    finally:
+        late.join()
+        os.close(fd)
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
