@@ -3,7 +3,8 @@
 The sequence keeps the threat model's order (chapter 1 and the threat-model page): the client
 builds its :class:`PrivateBatch` and shares a defended :class:`SharedUpdate`; the attack sees
 ``(model, update)`` only; the ground truth is read again only afterwards, to score the
-reconstruction. Every notebook, ``python -m soteria_lib.reconstruct`` and the sweep run
+reconstruction. The one exception is a diagnostic and says so in its settings: the oracle start
+(``start="private"``, chapter 5) begins the search at the private image. Every notebook, ``python -m soteria_lib.reconstruct`` and the sweep run
 reconstructions through :func:`run_reconstruction`.
 """
 from __future__ import annotations
@@ -168,7 +169,10 @@ def run_reconstruction(setup: Setup, progress: bool = True, frame_every: int = 0
     update = share_local_update(model, batch, normalization, defense, setup.local_steps, setup.local_lr, disclose)
 
     start = time.perf_counter()
-    reconstruction = info.run(model, update, config, seed=setup.seed, progress=progress, frame_every=frame_every)
+    # the oracle start (config.start == "private"): chapter 5's diagnostic, never an attacker
+    oracle = {"start_image": batch.inputs} if config.start == "private" else {}
+    reconstruction = info.run(model, update, config, seed=setup.seed, progress=progress, frame_every=frame_every,
+                              **oracle)
     seconds = time.perf_counter() - start
 
     metrics = dict(asdict(setup), attack_config=asdict(config), model=model_name, model_options=model_options,

@@ -230,3 +230,33 @@ def test_the_image_prior_adds_the_total_variation_at_its_weight_only_under_noise
     assert objective_at(model, clean, x, labels, **with_prior) == objective_at(model, clean, x, labels, **without)
     config = attack_info("dlg").configure(**with_prior, infer_labels=True)
     assert "no noise" in prepare(model, clean, config, "dlg", False).notes["image_prior"]
+
+
+@pytest.mark.parametrize("box", ["free", "clamp", "sigmoid"])
+def test_a_start_image_is_where_every_restart_begins(box):
+    """``start_image`` puts every restart's dummy at the given image (the sigmoid's inverse brings it
+    1e-6 of the range inside the box); without noise the private image is an exact minimum, so a
+    search started there stays near it (GS's signed steps move every pixel a little), while the
+    attacker's own draw is far from it."""
+    for attack in ("dlg", "gs"):
+        model, batch, update = _update(attack)
+        norm = update.metadata.normalization
+        run = get_attack(attack)
+        options = dict(max_iterations=2, seed=0, progress=False, restarts=2, box=box, infer_labels=True)
+        started = run(model, update, start_image=batch.inputs, **options)
+        drawn = run(model, update, **options)
+        truth = norm.denormalize(batch.inputs)
+        assert psnr(norm.denormalize(started.inputs), truth) > 45, (attack, box)
+        assert psnr(norm.denormalize(drawn.inputs), truth) < 20, (attack, box)
+        with pytest.raises(ValueError, match="start image has shape"):
+            run(model, update, start_image=batch.inputs[..., :16], **options)
+
+
+def test_the_oracle_start_needs_the_pipeline_and_is_refused_elsewhere():
+    """``start="private"`` is a diagnostic the pipeline serves with the private image; an attack
+    called on an update alone has no private image and says so in one line."""
+    model, _, update = _update("dlg")
+    with pytest.raises(ValueError, match="run_reconstruction"):
+        get_attack("dlg")(model, update, max_iterations=1, progress=False, start="private")
+    with pytest.raises(ValueError, match="unknown start 'prior'"):
+        get_attack("dlg")(model, update, max_iterations=1, progress=False, start="prior")

@@ -101,3 +101,12 @@ def test_an_attack_records_why_it_stopped():
     assert stalled.details["stop_reason"] in ("stalled", "budget")
     with pytest.raises(ValueError, match="patience"):
         dlg(model, update, max_iterations=1, patience=0, progress=False)
+
+
+def test_the_pipeline_serves_the_oracle_start_the_private_image_and_only_when_asked(data_root):
+    """``start="private"`` (chapter 5's diagnostic) begins at the client's image: with no defense and
+    no step taken the result is that image; the attacker's own start is not."""
+    runs = {start: _run(data_root, **MNIST, attack_options={"start": start, "max_iterations": 0, "box": "sigmoid"})
+            for start in ("private", "random")}
+    assert runs["private"].metrics["psnr"] > 60 and runs["private"].metrics["attack_config"]["start"] == "private"
+    assert runs["random"].metrics["psnr"] < 15

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from ..scales import SCALES
 from ..threat import SharedUpdate
-from .loop import Box, Problem, dummy_gradients, prepare, run_search
+from .loop import Box, Problem, dummy_gradients, first_variables, prepare, run_search
 from .matching import COSTS, masked
 from .registry import AttackSettings, attack_info, check_finite, register_attack
 from .result import BestSoFar, Reconstruction
@@ -60,7 +60,7 @@ class DLGSearch:
     """DLG's restarts: each its own dummy (image and, unless the label is known, label logits) and
     its own L-BFGS, keeping the best point it has seen (L-BFGS returns the loss at the step's start)."""
 
-    def __init__(self, problem: Problem, config: DLGConfig, generator: torch.Generator):
+    def __init__(self, problem: Problem, config: DLGConfig, generator: torch.Generator, start_image: torch.Tensor | None):
         meta = problem.update.metadata
         self.problem, self.box = problem, Box(config.box or "free", problem.low, problem.high)
         self.params = list(problem.model.parameters())
@@ -68,7 +68,8 @@ class DLGSearch:
         device = problem.shared[0].device
         self.restarts = []
         for _ in range(config.restarts):
-            v = torch.randn((meta.batch_size, *meta.input_shape), generator=generator).to(device).requires_grad_(True)
+            drawn = torch.randn((meta.batch_size, *meta.input_shape), generator=generator).to(device)
+            v = first_variables(self.box, drawn, start_image, config).requires_grad_(True)
             logits = torch.randn((meta.batch_size, meta.num_classes), generator=generator).to(device)
             if problem.labels is not None:
                 fixed = F.one_hot(problem.labels, meta.num_classes).float()
@@ -123,15 +124,16 @@ class DLGSearch:
 
 @register_attack("dlg", config=DLGConfig, model="lenet", normalize=False, train_split=True, labels_known=False)
 def dlg(model: nn.Module, update: SharedUpdate, config: DLGConfig | None = None, *, seed: int = 0,
-        progress: bool = True, frame_every: int = 0, **settings) -> Reconstruction:
+        progress: bool = True, frame_every: int = 0, start_image: torch.Tensor | None = None, **settings) -> Reconstruction:
     """Run DLG for ``config.max_iterations`` outer L-BFGS steps; Ctrl-C returns the best result
     so far. ``settings`` override fields of ``config`` (``dlg(model, update, max_iterations=50)``).
+    ``start_image``: an image every restart's dummy starts at, instead of a random draw.
     ``frame_every > 0`` records, every that many steps, the image the attack would return if it
     stopped there: the best so far (the random start before the first step). With several
     ``restarts``, the one with the lowest matching loss is returned (never the ground truth)."""
     config = attack_info("dlg").configure(config, **settings)
     problem = prepare(model, update, config, "dlg", disclosed_labels=False)
-    search = DLGSearch(problem, config, torch.Generator(device="cpu").manual_seed(seed))
+    search = DLGSearch(problem, config, torch.Generator(device="cpu").manual_seed(seed), start_image)
     result = Reconstruction(*run_search(search, config, progress, frame_every, "DLG"))
     result.details.update(problem.notes)
     return result

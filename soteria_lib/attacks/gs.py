@@ -44,7 +44,7 @@ from torch.nn import functional as F
 
 from ..scales import SCALES
 from ..threat import Gradients, SharedUpdate
-from .loop import Box, Problem, dummy_gradients, prepare, run_search
+from .loop import Box, Problem, dummy_gradients, first_variables, prepare, run_search
 from .matching import COSTS, masked
 from .prior import total_variation
 from .registry import AttackSettings, attack_info, check_finite, register_attack
@@ -169,7 +169,7 @@ class GSSearch:
     one L-BFGS per restart, with the learning-rate schedule; the restart with the lowest final
     matching cost is returned."""
 
-    def __init__(self, problem: Problem, config: GSConfig, generator: torch.Generator):
+    def __init__(self, problem: Problem, config: GSConfig, generator: torch.Generator, start_image: torch.Tensor | None):
         if problem.labels is None:
             raise ValueError("GS is given the true labels: share the update with disclose_labels=True, "
                              "or pass infer_labels=True to read them from the gradient (iDLG)")
@@ -182,7 +182,8 @@ class GSSearch:
                                                   if config.batched is None else config.batched)
         self.evaluate = objective.batched if self.batched else objective.sequential
         spec = OPTIMIZERS[config.optimizer]
-        start = torch.randn((config.restarts, meta.batch_size, *meta.input_shape), generator=generator).to(device)
+        drawn = torch.randn((config.restarts, meta.batch_size, *meta.input_shape), generator=generator).to(device)
+        start = first_variables(self.box, drawn, start_image, config)
         # Elementwise optimisers: one over the whole stack. L-BFGS: one per restart.
         groups = [start] if spec.elementwise else list(start.split(1))
         self.groups = [g.clone().requires_grad_(True) for g in groups]
@@ -225,16 +226,17 @@ class GSSearch:
 
 @register_attack("gs", config=GSConfig, model="convnet", normalize=True, train_split=False, labels_known=True)
 def gs(model: nn.Module, update: SharedUpdate, config: GSConfig | None = None, *, seed: int = 0,
-       progress: bool = True, frame_every: int = 0, **settings) -> Reconstruction:
+       progress: bool = True, frame_every: int = 0, start_image: torch.Tensor | None = None, **settings) -> Reconstruction:
     """Run GS with ``config.restarts`` dummies for ``config.max_iterations`` steps each; Ctrl-C
     stops early and still returns the best restart's current image. ``settings`` override fields
     of ``config`` (``gs(model, update, restarts=4)``). ``frame_every > 0`` records the image of the
-    currently best restart every that many steps. ``details`` of the result hold ``restarts``,
+    currently best restart every that many steps. ``start_image``: an image every restart starts at,
+    instead of a random draw. ``details`` of the result hold ``restarts``,
     ``best_restart`` and every restart's final matching cost.
     """
     config = attack_info("gs").configure(config, **settings)
     problem = prepare(model, update, config, "gs", disclosed_labels=True)
-    search = GSSearch(problem, config, torch.Generator(device="cpu").manual_seed(seed))
+    search = GSSearch(problem, config, torch.Generator(device="cpu").manual_seed(seed), start_image)
     result = Reconstruction(*run_search(search, config, progress, frame_every, f"GS x{config.restarts}"))
     result.details.update(problem.notes)
     return result

@@ -162,6 +162,14 @@ class Box:
             return self.low + (self.high - self.low) * torch.sigmoid(v)
         return v
 
+    def variables(self, x: torch.Tensor) -> torch.Tensor:
+        """The variables whose image is ``x`` (a start the attack is given); for ``sigmoid``, ``x`` is
+        first brought 1e-6 of the box's range inside it, where the inverse is finite."""
+        if self.kind != "sigmoid":
+            return x.detach().clone()
+        u = ((x.detach() - self.low) / (self.high - self.low)).clamp(1e-6, 1 - 1e-6)
+        return torch.log(u) - torch.log1p(-u)
+
     def project_(self, groups: list[torch.Tensor]) -> None:
         """Clamp every group of variables in place (``clamp`` only)."""
         if self.kind != "clamp":
@@ -169,6 +177,20 @@ class Box:
         with torch.no_grad():
             for g in groups:
                 g.copy_(torch.maximum(torch.minimum(g, self.high), self.low))
+
+
+def first_variables(box: Box, drawn: torch.Tensor, start: torch.Tensor | None, config) -> torch.Tensor:
+    """The dummies' first variables: the attacker's own draw ``drawn``, or, for every restart, those
+    of the image ``start`` it is given (the attack's ``start_image``) (``config.start == "private"`` needs one: the private image,
+    which only :func:`~soteria_lib.pipeline.run_reconstruction` holds)."""
+    if start is None:
+        if config.start == "private":
+            raise ValueError("start='private' starts at the client's private image: run the attack through "
+                             "soteria_lib.pipeline.run_reconstruction, which holds it")
+        return drawn
+    if tuple(start.shape) != tuple(drawn.shape[drawn.dim() - start.dim():]):
+        raise ValueError(f"the start image has shape {tuple(start.shape)}, the dummy {tuple(drawn.shape)}")
+    return box.variables(start.to(drawn.device)).expand_as(drawn).clone()
 
 
 class Search(Protocol):

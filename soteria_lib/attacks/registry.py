@@ -22,6 +22,7 @@ BOXES = ("free", "clamp", "sigmoid")
 READOUTS = ("row", "least-squares")
 COST_NAMES = ("l2", "sim")
 LAYER_WEIGHTS = ("equal", "snr")
+STARTS = ("random", "private")
 
 
 def public_defense(update):
@@ -91,7 +92,11 @@ class AttackSettings:
     returned. ``box`` parametrises the dummy (:class:`~.loop.Box`; None: the attack's published
     choice, DLG ``free``, GS ``clamp``).
     ``stop_loss`` and ``patience`` stop the attack early on its matching loss
-    (:func:`~soteria_lib.attacks.result.stop_reason`); both are off by default."""
+    (:func:`~soteria_lib.attacks.result.stop_reason`); both are off by default.
+    ``start="private"`` is no attacker: :func:`~soteria_lib.pipeline.run_reconstruction` then starts
+    every dummy at the client's private image (the oracle start of chapter 5), which tells an
+    objective that does not single out the image (the search leaves it) from a search that does not
+    find it (the search stays); ``random``, the attacker's own draws."""
 
     max_iterations: int = 0
     restarts: int = 1
@@ -109,6 +114,7 @@ class AttackSettings:
     box: str | None = None
     stop_loss: float | None = None
     patience: int | None = None
+    start: str = "random"
 
     def __post_init__(self):
         object.__setattr__(self, "ignore_parameters", tuple(self.ignore_parameters))
@@ -118,7 +124,8 @@ class AttackSettings:
         check_finite("image_prior", self.image_prior, positive=False)
         for name, value, allowed in (("label_rule", self.label_rule, LABEL_RULES), ("readout", self.readout, READOUTS),
                                      ("layer_weights", self.layer_weights, LAYER_WEIGHTS),
-                                     ("box", self.box, (None, *BOXES)), ("cost_fn", self.cost_fn, (None, *COST_NAMES))):
+                                     ("box", self.box, (None, *BOXES)), ("cost_fn", self.cost_fn, (None, *COST_NAMES)),
+                                     ("start", self.start, STARTS)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {[a for a in allowed if a]}")
         if self.stop_loss is not None:
@@ -142,7 +149,7 @@ class AttackSettings:
 @dataclass(frozen=True)
 class AttackInfo:
     name: str
-    run: Callable  # run(model, update, config=None, *, seed, progress, frame_every, **settings)
+    run: Callable  # run(model, update, config=None, *, seed, progress, frame_every, start_image, **settings)
     config: type  # frozen dataclass of settings, defaults included
     model: str  # the published model (a name in soteria_lib.models)
     normalize: bool  # inputs in the dataset's mean/std space (else [0, 1] pixels)
