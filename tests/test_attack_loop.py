@@ -260,3 +260,38 @@ def test_the_oracle_start_needs_the_pipeline_and_is_refused_elsewhere():
         get_attack("dlg")(model, update, max_iterations=1, progress=False, start="private")
     with pytest.raises(ValueError, match="unknown start 'prior'"):
         get_attack("dlg")(model, update, max_iterations=1, progress=False, start="prior")
+
+
+def test_unit_gradient_lets_the_noise_aware_search_move_against_dp_sgd():
+    """DP-SGD clips the dummy's gradient to norm 1 and the signal-to-noise weights are far below 1:
+    L-BFGS's absolute tolerances then stop it before its first step (the dummy never moves). With
+    ``unit_gradient`` (the battery's noise-aware attacker) it moves and matches better, and the loss
+    it reports is still the objective itself at the image it returns."""
+    torch.manual_seed(1)
+    model = get_model("lenet", (1, 28, 28), activation="sigmoid", init="uniform").eval()
+    batch = PrivateBatch(torch.rand(1, 1, 28, 28), torch.tensor([3]))
+    update = share_update(model, batch, Normalization.identity(1), get_defense("dp-sgd", noise_multiplier=0.1, seed=2))
+    options = {**attacker_info("noise-aware").options, "infer_labels": True, "box": "sigmoid"}
+    assert options["unit_gradient"]
+    runs = {unit: get_attack("dlg")(model, update, max_iterations=5, seed=0, progress=False, frame_every=100,
+                                    **{**options, "unit_gradient": unit}) for unit in (False, True)}
+    moved = {unit: float((r.inputs - r.frames[0][1]).abs().max()) for unit, r in runs.items()}
+    assert moved[False] == 0 and len(set(runs[False].losses)) == 1
+    assert moved[True] > 0.5 and runs[True].matching_loss < runs[False].matching_loss
+    at_result = objective_at(model, update, runs[True].inputs, runs[True].labels, **options)
+    assert runs[True].matching_loss == pytest.approx(at_result, rel=1e-5)
+
+
+def test_unit_gradient_leaves_gs_signed_steps_alone_and_rescales_its_lbfgs():
+    """GS's signed Adam steps by the gradient's sign, which a positive constant does not change: bit
+    for bit the same run. Its L-BFGS (one optimiser per restart) takes other steps, and either way
+    the cost reported is the objective's, unscaled."""
+    model, _, update = _update("gs", get_defense("dp-gaussian", sigma=0.01, seed=1))
+    run = get_attack("gs")
+    common = dict(max_iterations=3, seed=0, progress=False, restarts=2, cost_fn="l2")
+    signed = [run(model, update, **common, unit_gradient=unit) for unit in (False, True)]
+    assert torch.equal(signed[0].inputs, signed[1].inputs) and signed[0].losses == signed[1].losses
+    lbfgs = [run(model, update, **common, optimizer="lbfgs", unit_gradient=unit) for unit in (False, True)]
+    assert not torch.equal(lbfgs[0].inputs, lbfgs[1].inputs)
+    for result in (*signed, *lbfgs):
+        assert result.matching_loss == min(result.details["restart_matching_losses"])

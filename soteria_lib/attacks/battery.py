@@ -77,7 +77,8 @@ register_attacker("layer-dropping", "layer-dropping", {"drop_defended_layer": Tr
 register_attacker("closed-form", "closed-form prior", {"adaptive": True, "representation_prior": PRIOR_WEIGHT,
                                                       "mimic_defense": True}, lambda info: bool(info.acts_on))
 register_attacker("noise-aware", "noise-aware", {"layer_weights": "snr", "readout": "least-squares", "cost_fn": "l2",
-                                                 "representation_prior": NOISE_PRIOR_WEIGHT, "mimic_defense": True},
+                                                 "representation_prior": NOISE_PRIOR_WEIGHT, "mimic_defense": True,
+                                                 "unit_gradient": True},
                   lambda info: info.noise)
 register_attacker("image-prior", "image prior", {**ATTACKERS["noise-aware"].options, "image_prior": IMAGE_PRIOR_WEIGHT},
                   lambda info: info.noise)

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from ..scales import SCALES
 from ..threat import SharedUpdate
-from .loop import Box, Problem, dummy_gradients, first_variables, prepare, run_search
+from .loop import Box, Problem, dummy_gradients, first_variables, prepare, run_search, unit_scale
 from .matching import COSTS, masked
 from .registry import AttackSettings, attack_info, check_finite, register_attack
 from .result import BestSoFar, Reconstruction
@@ -78,23 +78,32 @@ class DLGSearch:
                 logits.requires_grad_(True)
                 variables, targets = [v, logits], (lambda logits=logits: F.softmax(logits, dim=-1))
             optimizer = torch.optim.LBFGS(variables, lr=config.lr)
-            self.restarts.append((v, targets, optimizer, self._closure(v, targets, optimizer), BestSoFar()))
+            scale = self._scale(v, targets) if config.unit_gradient else 1.0
+            self.restarts.append((v, targets, optimizer, self._closure(v, targets, optimizer, scale), BestSoFar(), scale))
 
-    def _closure(self, v, targets, optimizer):
-        problem = self.problem
+    def _objective(self, v, targets) -> torch.Tensor:
+        return matching_objective(self.problem, self.cost, self.params, self.box.image(v), targets())
 
+    def _scale(self, v, targets) -> float:
+        """``unit_gradient``'s constant for a restart, from its image's gradient at the start."""
+        with torch.enable_grad():
+            gradient = torch.autograd.grad(self._objective(v, targets), v)[0]
+        return float(unit_scale(gradient.unsqueeze(0)))
+
+    def _closure(self, v, targets, optimizer, scale: float):
+        """The objective as L-BFGS sees it: times ``scale`` (divided out again wherever it is recorded)."""
         def closure():
             optimizer.zero_grad()
-            distance = matching_objective(problem, self.cost, self.params, self.box.image(v), targets())
+            distance = self._objective(v, targets) * scale
             distance.backward()
             return distance.detach()
         return closure
 
     def step(self) -> float:
         losses = []
-        for v, targets, optimizer, closure, best in self.restarts:
+        for v, targets, optimizer, closure, best, scale in self.restarts:
             start_x, start_y = self.box.image(v).detach().clone(), targets().detach().argmax(-1)
-            loss = float(optimizer.step(closure))
+            loss = float(optimizer.step(closure)) / scale
             best.offer(loss, start_x, start_y)
             self.box.project_([v])
             losses.append(loss)
@@ -105,14 +114,14 @@ class DLGSearch:
         return min(range(len(self.restarts)), key=lambda r: self.restarts[r][4].loss)
 
     def frame(self) -> torch.Tensor:
-        v, _, _, _, best = self.restarts[self._chosen()]
+        v, _, _, _, best, _ = self.restarts[self._chosen()]
         return self.box.image(v) if best.inputs is None else best.inputs
 
     def finish(self, interrupted: bool):
-        for v, targets, _, closure, best in self.restarts:
+        for v, targets, _, closure, best, scale in self.restarts:
             if not interrupted:
                 with torch.enable_grad():
-                    best.offer(float(closure()), self.box.image(v), targets().argmax(-1))
+                    best.offer(float(closure()) / scale, self.box.image(v), targets().argmax(-1))
             if best.inputs is None:  # interrupted before any evaluation, or no finite loss at all
                 best.inputs, best.labels = self.box.image(v).detach().clone(), targets().detach().argmax(-1)
         chosen = self._chosen()

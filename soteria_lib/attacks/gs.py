@@ -44,7 +44,7 @@ from torch.nn import functional as F
 
 from ..scales import SCALES
 from ..threat import Gradients, SharedUpdate
-from .loop import Box, Problem, dummy_gradients, first_variables, prepare, run_search
+from .loop import Box, Problem, dummy_gradients, first_variables, prepare, run_search, unit_scale
 from .matching import COSTS, masked
 from .prior import total_variation
 from .registry import AttackSettings, attack_info, check_finite, register_attack
@@ -193,14 +193,19 @@ class GSSearch:
         self.current = torch.full((config.restarts,), float("nan"))
         offsets = [sum(len(g) for g in self.groups[:i]) for i in range(len(self.groups))]
         signed = config.signed and spec.elementwise
-        self.closures = [self._closure(g, offset, signed) for g, offset in zip(self.groups, offsets)]
+        with torch.enable_grad():  # unit_gradient's constants, one per restart, from the start
+            scale = (unit_scale(self.evaluate(start)[0]).flatten() if config.unit_gradient
+                     else torch.ones(len(start), device=device))
+        self.closures = [self._closure(g, offset, signed, scale[offset:offset + len(g)])
+                         for g, offset in zip(self.groups, offsets)]
 
-    def _closure(self, x: torch.Tensor, offset: int, signed: bool):
+    def _closure(self, x: torch.Tensor, offset: int, signed: bool, scale: torch.Tensor):
+        """The objective as the optimiser sees it: each restart's times its ``scale``."""
         def closure():
             dx, total, matching = self.evaluate(x)
-            x.grad = dx.sign() if signed else dx
+            x.grad = dx.sign() if signed else dx * scale.view(-1, *([1] * (dx.dim() - 1)))
             self.current[offset:offset + len(x)] = matching.cpu()
-            return total.sum()
+            return (total * scale).sum()
         return closure
 
     def step(self) -> float:

@@ -193,6 +193,14 @@ def first_variables(box: Box, drawn: torch.Tensor, start: torch.Tensor | None, c
     return box.variables(start.to(drawn.device)).expand_as(drawn).clone()
 
 
+def unit_scale(gradient: torch.Tensor) -> torch.Tensor:
+    """The constant ``1 / max |gradient|`` per restart (the first axis), as a tensor shaped to
+    multiply it; 1 where the gradient is zero or not finite (``AttackSettings.unit_gradient``)."""
+    peak = gradient.detach().abs().flatten(1).amax(1)
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), 1 / peak, torch.ones_like(peak))
+    return scale.view(-1, *([1] * (gradient.dim() - 1)))
+
+
 class Search(Protocol):
     """An attack's restarts and their optimisers, as :func:`run_search` drives them."""
 

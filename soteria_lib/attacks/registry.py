@@ -93,6 +93,11 @@ class AttackSettings:
     choice, DLG ``free``, GS ``clamp``).
     ``stop_loss`` and ``patience`` stop the attack early on its matching loss
     (:func:`~soteria_lib.attacks.result.stop_reason`); both are off by default.
+    ``unit_gradient`` multiplies each restart's objective by one constant, the inverse of its
+    gradient's largest entry at the start (:func:`~.loop.unit_scale`): L-BFGS's tolerances are
+    absolute, and against DP-SGD the noise-aware attacker's objective (a clipped dummy, weighed by
+    signal-to-noise ratios far below 1) is so flat that L-BFGS stopped before its first step
+    (chapter 5). The minimiser, the restart chosen and the matching loss reported do not change.
     ``start="private"`` is no attacker: :func:`~soteria_lib.pipeline.run_reconstruction` then starts
     every dummy at the client's private image (the oracle start of chapter 5), which tells an
     objective that does not single out the image (the search leaves it) from a search that does not
@@ -114,6 +119,7 @@ class AttackSettings:
     box: str | None = None
     stop_loss: float | None = None
     patience: int | None = None
+    unit_gradient: bool = False
     start: str = "random"
 
     def __post_init__(self):
