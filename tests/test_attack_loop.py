@@ -295,3 +295,14 @@ def test_unit_gradient_leaves_gs_signed_steps_alone_and_rescales_its_lbfgs():
     assert not torch.equal(lbfgs[0].inputs, lbfgs[1].inputs)
     for result in (*signed, *lbfgs):
         assert result.matching_loss == min(result.details["restart_matching_losses"])
+
+
+def test_dlg_with_a_line_search_never_raises_its_loss_and_refuses_an_unknown_one():
+    """The published DLG takes fixed L-BFGS steps, which under noise can raise the matching loss;
+    with ``line_search="strong_wolfe"`` every recorded step is at least as low as the one before."""
+    model, _, update = _sigmoid_cifar_client(get_defense("dp-gaussian", sigma=0.1, seed=1))
+    options = dict(max_iterations=8, seed=0, progress=False, infer_labels=True, box="sigmoid")
+    searched = get_attack("dlg")(model, update, line_search="strong_wolfe", **options)
+    assert all(b <= a for a, b in zip(searched.losses, searched.losses[1:])), searched.losses
+    with pytest.raises(ValueError, match="unknown line_search 'armijo'"):
+        get_attack("dlg")(model, update, line_search="armijo", **options)

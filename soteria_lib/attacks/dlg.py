@@ -35,17 +35,25 @@ def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torc
     return torch.mean(torch.sum(-soft_targets * F.log_softmax(logits, dim=-1), dim=-1))
 
 
+LINE_SEARCHES = (None, "strong_wolfe")
+
+
 @dataclass(frozen=True)
 class DLGConfig(AttackSettings):
     """DLG's settings (the shared ones: :class:`~soteria_lib.attacks.registry.AttackSettings`).
-    ``max_iterations``: outer L-BFGS steps (default: the teaching budget); ``lr``: L-BFGS's step."""
+    ``max_iterations``: outer L-BFGS steps (default: the teaching budget); ``lr``: L-BFGS's step;
+    ``line_search``: None (the published attack: a fixed step, which can raise the loss) or
+    ``"strong_wolfe"`` (every step lowers it; chapter 5's oracle start)."""
 
     max_iterations: int = SCALES["teaching"].attacks["dlg"].iterations
     lr: float = 1.0
+    line_search: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
         check_finite("lr", self.lr)
+        if self.line_search not in LINE_SEARCHES:
+            raise ValueError(f"unknown line_search {self.line_search!r}; choose one of {[s for s in LINE_SEARCHES if s]}")
 
 
 def matching_objective(problem: Problem, cost, params: list, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -77,7 +85,7 @@ class DLGSearch:
             else:
                 logits.requires_grad_(True)
                 variables, targets = [v, logits], (lambda logits=logits: F.softmax(logits, dim=-1))
-            optimizer = torch.optim.LBFGS(variables, lr=config.lr)
+            optimizer = torch.optim.LBFGS(variables, lr=config.lr, line_search_fn=config.line_search)
             scale = self._scale(v, targets) if config.unit_gradient else 1.0
             self.restarts.append((v, targets, optimizer, self._closure(v, targets, optimizer, scale), BestSoFar(), scale))
 
