@@ -89,7 +89,9 @@ def build_parser() -> Parser:
     study.add_argument("--no_progress", action="store_true")
     summary = commands.add_parser("summarize", help="tables, matched-accuracy ratios and plots from a results CSV")
     summary.add_argument("csv", help="results CSV written by `run`")
-    summary.add_argument("--fedavg", default=DEFAULT_FEDAVG_OUTPUT, help="folder of FedAvg cells")
+    summary.add_argument("--fedavg", default=None,
+                         help="folder of FedAvg cells (default: with --grid, the grid's, or none where it trains "
+                              f"none; else {DEFAULT_FEDAVG_OUTPUT})")
     summary.add_argument("--grid", help="the grid file of the sweep: the summary then says which cells are complete")
     summary.add_argument("--output", default="results/summary.md",
                          help="Markdown summary; the JSON and PNGs are written beside it")
@@ -168,6 +170,17 @@ def study_command(args) -> int:
     return 0
 
 
+def _fedavg_folder(given: str | None, grid) -> str | None:
+    """The FedAvg cells a summary reads: the folder given, else the grid's where it trains any and
+    none where it trains none (a tuning grid's rows are never compared at matched accuracy), else
+    the default folder."""
+    if given is not None:
+        return given
+    if grid is None:
+        return DEFAULT_FEDAVG_OUTPUT
+    return str(grid.fedavg_output) if grid.fedavg else None
+
+
 def summarize_command(args) -> int:
     csv_path, output = Path(args.csv), Path(args.output)
     with ExitStack() as held:
@@ -177,28 +190,29 @@ def summarize_command(args) -> int:
                                  else f"results file {csv_path} is not a file")
             check_writable_file(output, "summary file")
             held.enter_context(one_writer(output, "summary file"))
-            grid = load_grid(args.grid) if args.grid else None
+            grid = load_grid(args.grid, args.fedavg) if args.grid else None
+            fedavg = _fedavg_folder(args.fedavg, grid)
             if grid is not None and grid.verdict is not None:
-                return verdict_summary(csv_path, args.fedavg, grid, output, args.keep_first)
-            groups, accuracies = summarize(csv_path, args.fedavg, grid, args.keep_first)
+                return verdict_summary(csv_path, fedavg, grid, output, args.keep_first)
+            groups, accuracies = summarize(csv_path, fedavg, grid, args.keep_first)
             missing = None if grid is None else missing_cells(groups, grid)
             sessions = read_sessions(csv_path)
         except REFUSED as exc:
             return _fail("summarize", str(exc))
         figures = figure_writers(groups, accuracies, output)
-        text = render(groups, accuracies, csv_path, args.fedavg, sessions, [p.name for p in figures], missing)
+        text = render(groups, accuracies, csv_path, fedavg, sessions, [p.name for p in figures], missing)
         write_together({**figures, output.with_suffix(".json"): json_writer(
-                            to_json(groups, accuracies, csv_path, args.fedavg, missing)),
+                            to_json(groups, accuracies, csv_path, fedavg, missing)),
                         output: text_writer(text)})
     print(f"{output}, {output.with_suffix('.json')}, {', '.join(str(p) for p in figures)}", file=sys.stderr)
     return 0
 
 
-def verdict_summary(csv_path: Path, fedavg: str, grid, output: Path, keep_first: bool = False) -> int:
+def verdict_summary(csv_path: Path, fedavg: str | None, grid, output: Path, keep_first: bool = False) -> int:
     """The summary of a grid with a ``[verdict]`` table (:mod:`soteria_lib.sweep.verdict`), its findings
     first (:mod:`soteria_lib.sweep.findings`); the Markdown, its JSON twin and the figure are written
     together or not at all."""
-    accuracies = read_accuracies(fedavg) if Path(fedavg).is_dir() else {}
+    accuracies = read_accuracies(fedavg) if fedavg is not None and Path(fedavg).is_dir() else {}
     rows = RESULTS.unique_rows(read_rows(csv_path), csv_path, keep_first)
     design = Design.of(grid, grid.verdict)
     experiments = build_verdict(rows, accuracies, grid.verdict, design)

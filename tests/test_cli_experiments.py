@@ -233,3 +233,18 @@ def test_killing_the_sweep_kills_its_workers(tmp_path):
     process.wait(timeout=30)
     wait_until(lambda: not any(alive(pid) for pid in pids), timeout=60, what="the orphaned workers to die")
     assert _rows(csv) == 0  # no run of 100,000 steps finished, and nothing half-written appeared
+
+
+def test_a_summary_of_a_grid_that_trains_no_fedavg_reads_no_accuracies(tmp_path, monkeypatch):
+    """A tuning grid trains no FedAvg cells: its rows are never compared at matched accuracy with
+    whatever lies in the default folder. With --grid the folder is the grid's (none here); without,
+    the default one."""
+    monkeypatch.chdir(tmp_path)
+    grid, csv = _write(tmp_path / "two.toml", TWO_CELLS), tmp_path / "two.csv"
+    assert experiments.main(["run", str(grid), "--output", str(csv), "--no_progress"]) == 0
+    with_grid, plain = tmp_path / "g.md", tmp_path / "p.md"
+    assert experiments.main(["summarize", str(csv), "--grid", str(grid), "--output", str(with_grid)]) == 0
+    assert experiments.main(["summarize", str(csv), "--output", str(plain)]) == 0
+    assert "no FedAvg cells (the grid trains none" in with_grid.read_text()
+    assert json.loads(with_grid.with_suffix(".json").read_text())["fedavg_dir"] is None
+    assert "the FedAvg cells in `results/fedavg`" in plain.read_text()

@@ -289,7 +289,9 @@ def render(groups: list[Group], accuracies: dict, csv_path, fedavg_root, session
            plots: list[str], missing: list[dict] | None = None) -> str:
     runs = sum(c.runs for g in groups for (_, a), c in g.cells.items() if a != WORST)
     lines = ["# Sweep summary", "",
-             f"From `{csv_path}` ({runs} reconstruction runs) and the FedAvg cells in `{fedavg_root}`. "
+             f"From `{csv_path}` ({runs} reconstruction runs) and "
+             + ("no FedAvg cells (the grid trains none: nothing is compared at matched accuracy). "
+                if fedavg_root is None else f"the FedAvg cells in `{fedavg_root}`. ") +
              "Written by `python -m soteria_lib.experiments summarize`.", "",
              f"- `mse`: {CONVENTIONS['mse']}.", f"- `mse_normalized`: {CONVENTIONS['mse_normalized']}.",
              f"- Diverged: non-finite MSE, or `mse` > {DIVERGED_MSE:g} (farther from the truth than any two "

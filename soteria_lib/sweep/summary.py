@@ -261,18 +261,18 @@ def attacker_order(names) -> list[str]:
     return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
 
 
-def summarize(csv_path: str | Path, fedavg_root: str | Path, grid: Grid | None = None,
+def summarize(csv_path: str | Path, fedavg_root: str | Path | None, grid: Grid | None = None,
               keep_first: bool = False) -> tuple[list[Group], dict]:
-    """The groups of the results CSV, and the FedAvg accuracies found under ``fedavg_root``.
+    """The groups of the results CSV, and the FedAvg accuracies found under ``fedavg_root`` (None: none).
     With ``grid``, every cell also says how many runs the grid asks of it (and cells it asks for
     that have no run yet appear with 0 runs in :func:`missing_cells`). A CSV that holds a run
     twice is refused (it would count twice), unless ``keep_first`` reads the first row of each."""
     rows = RESULTS.unique_rows(read_rows(csv_path), csv_path, keep_first)
     if not rows:
         raise ValueError(f"{csv_path} holds no results")
-    if Path(fedavg_root).exists() and not Path(fedavg_root).is_dir():
+    if fedavg_root is not None and Path(fedavg_root).exists() and not Path(fedavg_root).is_dir():
         raise ValueError(f"FedAvg folder {fedavg_root} is not a folder (it holds one folder per FedAvg run)")
-    accuracies = read_accuracies(fedavg_root) if Path(fedavg_root).is_dir() else {}
+    accuracies = read_accuracies(fedavg_root) if fedavg_root is not None and Path(fedavg_root).is_dir() else {}
     expected = expected_runs(grid)
     grouped: dict[tuple, dict[tuple, list[dict]]] = {}
     for row in rows:
@@ -318,7 +318,7 @@ def to_json(groups: list[Group], accuracies: dict, csv_path, fedavg_root, missin
     """The machine-readable summary (written with :func:`soteria_lib.files.write_json`, which
     turns non-finite numbers into null; diverged counts say why)."""
     return {
-        "csv": str(csv_path), "fedavg_dir": str(fedavg_root), "diverged_mse_threshold": DIVERGED_MSE,
+        "csv": str(csv_path), "fedavg_dir": None if fedavg_root is None else str(fedavg_root), "diverged_mse_threshold": DIVERGED_MSE,
         "conventions": CONVENTIONS, "matching_rule": MATCHING_RULE, "interval_rule": INTERVAL_RULE,
         "capped_rule": CAPPED_RULE, "rebuilt_rule": REBUILT_RULE, "rebuilt_psnr": REBUILT_PSNR, "views": list(VIEWS),
         "fedavg": [a.record() for _, a in sorted(accuracies.items(), key=lambda i: (i[0][0], i[0][1].sort_key()))],
