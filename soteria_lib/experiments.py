@@ -220,7 +220,8 @@ def verdict_summary(csv_path: Path, fedavg: str | None, grid, output: Path, keep
     found = findings(experiments, accuracies, grid.verdict, design)
     figure, draw = verdict_figure_writer(experiments, accuracies, grid.verdict, output)
     sources = (f"From `{csv_path}` ({sum(len(c.by_run) for e in experiments for (s, a), c in e.cells.items() if a != WORST)} "
-               f"runs) and the FedAvg cells in `{fedavg}`. Written by `python -m soteria_lib.experiments summarize`.")
+               "runs) and " + ("no FedAvg cells" if fedavg is None else f"the FedAvg cells in `{fedavg}`")
+               + ". Written by `python -m soteria_lib.experiments summarize`.")
     text = render_verdict(experiments, accuracies, grid.verdict, sources, figure.name, render_findings(found, state),
                           state.text())
     record = {"progress": vars(state), "findings": [vars(f) for f in found], "experiments": [

@@ -162,13 +162,25 @@ def lock_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + ".lock")
 
 
+def _alive(text: str) -> bool:
+    """Whether ``text`` is the PID of a running process."""
+    try:
+        os.kill(int(text), 0)
+    except (ValueError, ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # running, as another user
+        return True
+    return True
+
+
 def _holder(fd: int, patience: float = 2.0) -> str:
     """The PID written in a lock file that another process holds. The holder writes it just after
-    taking the lock, so an empty file is read again for up to ``patience`` seconds."""
+    taking the lock, so until then the file is empty or still names a killed holder's PID: it is
+    read again for up to ``patience`` seconds, until it names a running process."""
     deadline = time.monotonic() + patience
     while True:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        if holder or time.monotonic() > deadline:
+        if _alive(holder) or time.monotonic() > deadline:
             return holder or "unknown"
         time.sleep(0.01)
 

@@ -298,11 +298,18 @@ def test_unit_gradient_leaves_gs_signed_steps_alone_and_rescales_its_lbfgs():
 
 
 def test_dlg_with_a_line_search_never_raises_its_loss_and_refuses_an_unknown_one():
-    """The published DLG takes fixed L-BFGS steps, which under noise can raise the matching loss;
-    with ``line_search="strong_wolfe"`` every recorded step is at least as low as the one before."""
-    model, _, update = _sigmoid_cifar_client(get_defense("dp-gaussian", sigma=0.1, seed=1))
-    options = dict(max_iterations=8, seed=0, progress=False, infer_labels=True, box="sigmoid")
-    searched = get_attack("dlg")(model, update, line_search="strong_wolfe", **options)
-    assert all(b <= a for a, b in zip(searched.losses, searched.losses[1:])), searched.losses
+    """The published DLG takes fixed L-BFGS steps, which under noise can raise the matching loss
+    (here: the noise-aware attacker started at a binary digit-like image, Gaussian noise 0.1); with
+    ``line_search="strong_wolfe"`` every recorded step is at least as low as the one before."""
+    torch.manual_seed(0)
+    model = get_model("lenet", (1, 28, 28), activation="sigmoid", init="uniform").eval()
+    image = (torch.rand(1, 1, 28, 28) > 0.7).float()
+    update = share_update(model, PrivateBatch(image, torch.tensor([3])), Normalization.identity(1),
+                          get_defense("dp-gaussian", sigma=0.1, seed=1))
+    options = dict(attacker_info("noise-aware").options, max_iterations=10, seed=0, progress=False,
+                   infer_labels=True, box="sigmoid", start_image=image)
+    runs = {search: get_attack("dlg")(model, update, line_search=search, **options) for search in (None, "strong_wolfe")}
+    rose = {search: any(b > a for a, b in zip(r.losses, r.losses[1:])) for search, r in runs.items()}
+    assert rose == {None: True, "strong_wolfe": False}, {s: r.losses for s, r in runs.items()}
     with pytest.raises(ValueError, match="unknown line_search 'armijo'"):
         get_attack("dlg")(model, update, line_search="armijo", **options)

@@ -72,15 +72,21 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys, command)
     assert run_main(experiments.main, argv) == 0  # once released, the file is free
 
 
-def test_a_writer_refused_between_the_holders_lock_and_its_pid_still_names_the_pid(tmp_path):
-    """The race CI met: the holder has taken the lock but not yet written its PID."""
+@pytest.mark.parametrize("left", ["empty", "a killed holder's PID"])
+def test_a_writer_refused_between_the_holders_lock_and_its_pid_still_names_the_pid(tmp_path, left):
+    """The race CI met: the holder has taken the lock but not yet written its PID; the file is
+    empty, or still names the killed holder that left it behind."""
     csv = tmp_path / "out.csv"
+    if left != "empty":
+        dead = subprocess.Popen([sys.executable, "-c", ""])
+        dead.wait(timeout=60)
+        lock_path(csv).write_text(f"{dead.pid}\n")
     fd = os.open(lock_path(csv), os.O_RDWR | os.O_CREAT, 0o666)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, still empty
-    late = threading.Timer(0.2, os.write, (fd, b"424242\n"))
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, its PID not written yet
+    late = threading.Timer(0.2, lambda: (os.ftruncate(fd, 0), os.pwrite(fd, b"%d\n" % os.getpid(), 0)))
     late.start()
     try:
-        with pytest.raises(FileInUse, match="PID 424242,"):
+        with pytest.raises(FileInUse, match=f"PID {os.getpid()},"):
             with one_writer(csv):
                 pass
     finally:

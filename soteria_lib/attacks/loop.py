@@ -196,8 +196,8 @@ def first_variables(box: Box, drawn: torch.Tensor, start: torch.Tensor | None, c
 def unit_scale(gradient: torch.Tensor) -> torch.Tensor:
     """The constant ``1 / max |gradient|`` per restart (the first axis), as a tensor shaped to
     multiply it; 1 where the gradient is zero or not finite (``AttackSettings.unit_gradient``)."""
-    peak = gradient.detach().abs().flatten(1).amax(1)
-    scale = torch.where(torch.isfinite(peak) & (peak > 0), 1 / peak, torch.ones_like(peak))
+    scale = 1 / gradient.detach().abs().flatten(1).amax(1)  # inf where the peak is 0 (or denormal)
+    scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
     return scale.view(-1, *([1] * (gradient.dim() - 1)))
 
 
