@@ -179,7 +179,8 @@ def noise(experiments: list[Experiment], plan: Plan) -> Finding:
             f"Where every attacker{_FIXED * bool(plan.attackers)} fails ({'; '.join(failed)}), the failure is "
             "evidence of privacy only as far as these attackers are strong, and none of them is known to be the "
             "strongest against noise. Chapter 5's section \"Why the attackers fail against noise\" measures what "
-            "the update still carries at each setting, and the sweep adds an attacker with a prior on natural images "
+            "the update still carries at each setting and whether searches started at the private image stay there, "
+            "and the sweep adds an attacker with a prior on natural images "
             "(the sensitivity analysis beside each setting, once its runs are in): a failure is evidence only where "
             "such stronger attackers fail too.")
     return Finding("noise", "The noise baselines against the attackers that know them",
