@@ -4,8 +4,9 @@ The sequence keeps the threat model's order (chapter 1 and the threat-model page
 builds its :class:`PrivateBatch` and shares a defended :class:`SharedUpdate`; the attack sees
 ``(model, update)`` only; the ground truth is read again only afterwards, to score the
 reconstruction. The one exception is a diagnostic and says so in its settings: the oracle start
-(``start="private"``, chapter 5) begins the search at the private image. Every notebook, ``python -m soteria_lib.reconstruct`` and the sweep run
-reconstructions through :func:`run_reconstruction`.
+(``start="private"``, chapter 5) begins the search at the private image. Every notebook,
+``python -m soteria_lib.reconstruct`` and the sweep run reconstructions through
+:func:`run_reconstruction`.
 """
 from __future__ import annotations
 

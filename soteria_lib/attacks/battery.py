@@ -46,8 +46,8 @@ from ..defenses import DefenseInfo
 # highest median over all of them, so 1); the larger weights only lower the Gaussian-noise runs
 # (median 8.5 dB at 1 and 10, 6.5 at 10,000). Every noise-aware and image-prior tuning run was run
 # again once the attacker had unit_gradient (during the verdict sweep: without it L-BFGS never
-# moved against DP-SGD); the numbers here are those runs', and every rule chose the same weight. At Gaussian noise 0.01 the read-out is 1.4 % off r in
-# norm on a CIFAR-10 tuning image, and still knows the image better than the mean public image does
+# moved against DP-SGD); the numbers here are those runs', and every rule chose the same weight.
+# At Gaussian noise 0.01 the read-out is 1.4 % off r in norm on a CIFAR-10 tuning image, and still knows the image better than the mean public image does
 # (prior.readout_error, chapter 5: for most images at 0.01, for none at 0.1 or under DP-SGD), yet DLG
 # does not find it: a failure of these attackers, not evidence that the update hides the image. The
 # reference sweep's closed-form rows ran at 0.01, the weight tuned then on an evaluation image

@@ -181,8 +181,8 @@ class Box:
 
 def first_variables(box: Box, drawn: torch.Tensor, start: torch.Tensor | None, config) -> torch.Tensor:
     """The dummies' first variables: the attacker's own draw ``drawn``, or, for every restart, those
-    of the image ``start`` it is given (the attack's ``start_image``) (``config.start == "private"`` needs one: the private image,
-    which only :func:`~soteria_lib.pipeline.run_reconstruction` holds)."""
+    of the image ``start`` it is given (the attack's ``start_image``). ``config.start == "private"``
+    needs one, the private image, which only :func:`~soteria_lib.pipeline.run_reconstruction` holds."""
     if start is None:
         if config.start == "private":
             raise ValueError("start='private' starts at the client's private image: run the attack through "

@@ -318,7 +318,8 @@ def to_json(groups: list[Group], accuracies: dict, csv_path, fedavg_root, missin
     """The machine-readable summary (written with :func:`soteria_lib.files.write_json`, which
     turns non-finite numbers into null; diverged counts say why)."""
     return {
-        "csv": str(csv_path), "fedavg_dir": None if fedavg_root is None else str(fedavg_root), "diverged_mse_threshold": DIVERGED_MSE,
+        "csv": str(csv_path), "fedavg_dir": None if fedavg_root is None else str(fedavg_root),
+        "diverged_mse_threshold": DIVERGED_MSE,
         "conventions": CONVENTIONS, "matching_rule": MATCHING_RULE, "interval_rule": INTERVAL_RULE,
         "capped_rule": CAPPED_RULE, "rebuilt_rule": REBUILT_RULE, "rebuilt_psnr": REBUILT_PSNR, "views": list(VIEWS),
         "fedavg": [a.record() for _, a in sorted(accuracies.items(), key=lambda i: (i[0][0], i[0][1].sort_key()))],
